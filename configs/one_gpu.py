@@ -1,0 +1,17 @@
+"""The paper's two-tower network on a single device (both towers on it).
+
+    python -m alexnet_jax.main --config=configs/one_gpu.py --workdir=DIR
+
+Same parameters and outputs as `two_gpu.py`; the towers' exchanges become
+plain concatenations. `configs/one_gpu.py:demo` is the demo on one device.
+"""
+
+from configs import two_gpu
+
+
+def get_config(arg: str | None = None):
+  config = two_gpu.get_config(arg)
+  config.strategy = 'data'
+  config.mesh.model = 1
+  config.mesh.data = 1
+  return config

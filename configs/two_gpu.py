@@ -1,0 +1,37 @@
+"""The paper's recipe split over two devices, one tower each, as in 2012.
+
+    python -m alexnet_jax.main --config=configs/two_gpu.py --workdir=DIR
+
+Each device holds half of every layer and the devices exchange activations
+only before conv3, fc6, fc7 and fc8 and for the softmax (Sec. 3.2, Fig. 2).
+With more than two devices the rest form a data axis.
+
+`configs/two_gpu.py:demo` trains the real two-tower structure, scaled down
+(DEMO_WIDTH, DEMO_IMAGE_SIZE), on the built-in `shapes10` dataset: no download.
+Results are in the README's table (command, hardware, wall time, accuracy).
+"""
+
+from configs import default
+
+DEMO_IMAGE_SIZE = 67
+DEMO_WIDTH = 1 / 4
+
+
+def get_config(arg: str | None = None):
+  flags = [f for f in (arg or '').split(',') if f]
+  config = default.get_config(','.join(f for f in flags if f != 'demo') or None)
+  config.strategy = 'towers'
+  config.mesh.model = 2
+  config.mesh.data = -1
+  if 'demo' in flags:
+    config.dataset = 'shapes10'
+    config.image_size = DEMO_IMAGE_SIZE
+    config.model.width = DEMO_WIDTH
+    config.model.num_classes = 10
+    config.batch_size = 64
+    config.num_train_steps = 600
+    config.eval_every_steps = 200
+    config.checkpoint_every_steps = 200
+    config.log_every_steps = 20
+    config.optimizer.schedule = 'cosine'
+  return config
