@@ -1,0 +1,123 @@
+"""Checkpoints under `WORKDIR/checkpoints`, through orbax's CheckpointManager.
+
+Each step folder holds the train state (arrays, written by tensorstore, read
+back without pickle or any code execution) and a small JSON `meta` item with
+the parameter shapes, so a workdir from another model is refused before
+anything is restored or compiled. Kept: the last `keep_checkpoints` plus the
+best by `eval_top1`. Nothing here ever deletes a checkpoint it cannot read.
+"""
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from alexnet_jax.errors import UserError
+
+
+def param_signature(abstract_params: Any) -> dict[str, list[int]]:
+  """{'conv1/kernel': [2, 11, 11, 3, 48], ...}: what must match to resume."""
+  flat = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+  return {
+      '/'.join(str(getattr(k, 'key', k)) for k in path): list(x.shape)
+      for path, x in flat
+  }
+
+
+@dataclasses.dataclass
+class Restored:
+  state: Any
+  step: int
+  skipped: list[int]  # Newer steps that could not be read (left in place).
+
+
+class Checkpointer:
+  """Saves and restores the train state; refuses foreign or unreadable ones."""
+
+  def __init__(self, workdir: str | Path, keep: int):
+    self.directory = Path(workdir).resolve() / 'checkpoints'
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy([
+            checkpoint_managers.LatestN(n=keep),
+            checkpoint_managers.BestN(
+                get_metric_fn=lambda m: m['eval_top1'], n=1,
+                keep_checkpoints_without_metrics=False),
+        ]),
+        # Synchronous: a save has finished (and is atomic) when save() returns,
+        # so SIGTERM and kill -9 never leave a half-written "latest".
+        enable_async_checkpointing=False,
+        create=True,
+    )
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_names=('state', 'meta'), options=options)
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state: Any, signature: dict,
+           metrics: dict[str, float] | None = None) -> None:
+    self.manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave({'step': step, 'params': signature}),
+        ),
+        metrics=metrics,
+        force=True,
+    )
+    self.manager.wait_until_finished()
+
+  def check_compatible(self, signature: dict) -> None:
+    """Refuses a workdir whose newest checkpoint has other parameter shapes."""
+    for step in reversed(self.steps()):
+      try:
+        meta = self.manager.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+      except Exception:  # pylint: disable=broad-except
+        continue  # Damaged; restore() reports it and falls back.
+      if meta['params'] != signature:
+        diff = sorted(k for k in set(meta['params']) | set(signature)
+                      if meta['params'].get(k) != signature.get(k))
+        raise UserError(
+            f'The workdir holds checkpoints of a different model: step {step}'
+            f' in {self.directory} has other parameter shapes ({len(diff)}'
+            f' differ, e.g. {diff[0]}: {meta["params"].get(diff[0])} saved vs'
+            f' {signature.get(diff[0])} now). They were left untouched. Use a'
+            ' new --workdir, or the config that wrote them (see config.json'
+            ' in the workdir).')
+      return
+
+  def restore_latest(self, abstract_state: Any) -> Restored | None:
+    """The newest checkpoint that reads back whole, or None if there is none.
+
+    A damaged newer one (a cut write, missing files) is reported and left in
+    place. If every checkpoint is damaged this is an error, never a silent
+    fresh start.
+    """
+    steps = self.steps()
+    skipped = []
+    for step in reversed(steps):
+      try:
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state)))
+        return Restored(state=restored['state'], step=step, skipped=skipped)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Checkpoint at step %d in %s cannot be read (%s: %s);'
+                        ' leaving it in place and trying an older one.',
+                        step, self.directory, type(e).__name__, str(e)[:200])
+        skipped.append(step)
+    if steps:
+      raise UserError(
+          f'None of the checkpoints in {self.directory} (steps'
+          f' {", ".join(map(str, steps))}) can be read: each is damaged or'
+          ' incomplete. Nothing was deleted. Move them aside to start afresh'
+          ' in this workdir, or use a new --workdir.')
+    return None
+
+  def close(self) -> None:
+    self.manager.close()

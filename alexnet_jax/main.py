@@ -1,0 +1,42 @@
+"""Trains AlexNet: `python -m alexnet_jax.main --config=configs/two_gpu.py --workdir=DIR`.
+
+This file is intentionally kept short: it parses flags, checks the config and
+calls `train.train_and_evaluate`. Exit status: 0 done, 2 a problem to fix
+(printed as one paragraph), 75 preempted by SIGTERM after saving (run the
+same command again to resume).
+"""
+
+import logging
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from alexnet_jax import cli
+from alexnet_jax.errors import UserError
+
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Directory for checkpoints, metrics and logs; running'
+    ' again with the same one resumes.', required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/two_gpu.py or configs/two_gpu.py:demo.',
+    lock_config=True)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  cli.check(config, workdir=_WORKDIR.value)  # Before JAX starts.
+  from alexnet_jax import train  # JAX initialises only after the check.
+  try:
+    summary = train.train_and_evaluate(config, _WORKDIR.value)
+  except train.Preempted as e:
+    logging.warning('Preempted: saved step %s; run the same command to resume.',
+                    e.args[0])
+    sys.exit(train.PREEMPTED_EXIT_CODE)
+  print(cli.format_summary(summary))
+
+
+if __name__ == '__main__':
+  cli.run(main, _CONFIG)
