@@ -4,13 +4,16 @@ A problem the user can fix ends the program with one paragraph on stderr and
 exit status 2, never a traceback, and always before anything compiles.
 """
 
+import importlib.util
 import json
+import logging
 import os
 import sys
 import textwrap
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 from alexnet_jax import validation
 from alexnet_jax.errors import UserError
@@ -29,30 +32,39 @@ def run(main, config_flag) -> None:
   def parse(argv):
     try:
       return flags.FLAGS(argv)
-    except flags.Error as e:
-      config = None
-      try:
-        config = config_flag.value
-      except Exception:  # pylint: disable=broad-except
-        pass
-      if config is None:
-        config = _default_config()
-      fail(validation.explain_flag_error(str(e), config))
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+      fail(validation.explain_flag_error(str(e), argv, _load_config(argv)))
 
   def guarded(argv):
+    # JAX reports at INFO each backend it did not find (e.g. no TPU); keep the
+    # console to what the run does.
+    logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
+    if not flags.FLAGS['verbosity'].present:
+      absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax is chatty at INFO.
+    try:
+      config_flag.value.get('seed')  # Loads the file: a bad path fails here.
+    except OSError as e:
+      fail(f'The config could not be loaded: {str(e).splitlines()[0]}'
+           f' {" ".join(str(e).split()[-6:])}')
     try:
       main(argv)
     except UserError as e:
       fail(str(e))
 
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # tf.data's start-up notes.
   app.run(guarded, flags_parser=parse)
 
 
-def _default_config():
+def _load_config(argv: list[str]):
+  """The --config file's config, without overrides (for error hints only)."""
+  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), '')
+  path, _, arg = spec.partition(':')
   try:
-    from configs import default  # pylint: disable=import-outside-toplevel
-    return default.get_config()
-  except ImportError:
+    module_spec = importlib.util.spec_from_file_location('_config_hint', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+  except Exception:  # pylint: disable=broad-except
     return None
 
 

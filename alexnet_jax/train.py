@@ -228,8 +228,8 @@ def plateau_update(config, state: TrainState, eval_top1: float) -> TrainState:
   if (opt.schedule == 'plateau' and since >= opt.plateau_patience
       and decays < opt.max_decays):
     scale, decays, since = scale * opt.decay_factor, decays + 1, 0
-    logging.info('Validation top-1 stopped improving: learning rate x%g.',
-                 opt.decay_factor)
+    _say(f'Validation top-1 stopped improving: learning rate x{opt.decay_factor}'
+         f' (decay {decays} of at most {opt.max_decays}).')
   rep = state.lr_scale.sharding
   put = lambda x, dtype: jax.device_put(jnp.asarray(x, dtype), rep)
   return state.replace(
@@ -277,7 +277,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       state, shardings))
   if restored is not None:
     state = restored.state
-    logging.info('Resumed from the checkpoint at step %d.', restored.step)
+    _say(f'Resumed from the checkpoint at step {restored.step}'
+         f' in {ckpt.directory}.')
   start_step = int(state.step)
 
   if is_chief:
@@ -296,12 +297,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     bar = tqdm.tqdm(total=num_steps, initial=start_step, desc='train',
                     disable=not is_chief, dynamic_ncols=True, mininterval=1.0,
                     file=sys.stderr)
-    window, window_start = [], time.time()
+    window, timed, window_start = [], 0, time.time()
     try:
       while step < num_steps:
         state, metrics = train_step(state, device_batch(next(batches), mesh))
         window.append(metrics)
         step += 1
+        if step == start_step + 1:
+          # Leave compilation out of images/s.
+          jax.block_until_ready(metrics)
+          timed, window_start = 0, time.time()
+        else:
+          timed += 1
         if step % config.log_every_steps == 0 or step == num_steps:
           logged = jax.device_get(window)
           losses = [m['train_loss'] for m in logged]
@@ -311,21 +318,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             raise NonFiniteLoss(bad)
           elapsed = time.time() - window_start
           scalars = {k: sum(m[k] for m in logged) / len(logged) for k in logged[0]}
-          scalars['images_per_sec'] = len(logged) * config.batch_size / elapsed
+          if timed:
+            scalars['images_per_sec'] = timed * config.batch_size / elapsed
           writer.write(step, scalars)
           bar.set_postfix(loss=f'{scalars["train_loss"]:.3f}',
-                          img_s=f'{scalars["images_per_sec"]:.0f}')
+                          img_s=f'{scalars.get("images_per_sec", 0):.0f}')
           bar.update(len(logged))
-          window, window_start = [], time.time()
+          window, timed, window_start = [], 0, time.time()
         is_eval = step % config.eval_every_steps == 0 or step == num_steps
         if is_eval:
           eval_metrics = evaluate(config, eval_step, state.params, mesh)
           writer.write(step, eval_metrics)
           state = plateau_update(config, state, eval_metrics['eval_top1'])
-          tqdm.tqdm.write(
+          window_start = time.time()  # Evaluation is not training time.
+          _say(
               f'step {step}/{num_steps}: eval_loss {eval_metrics["eval_loss"]:.4f}'
               f' eval_top1 {eval_metrics["eval_top1"]:.4f}'
-              f' eval_top5 {eval_metrics["eval_top5"]:.4f}', file=sys.stderr)
+              f' eval_top5 {eval_metrics["eval_top5"]:.4f}')
         if (step % config.checkpoint_every_steps == 0 or step == num_steps
             or stopper.requested):
           _check_finite(state, step)
@@ -366,6 +375,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if status == 'preempted':
     raise Preempted(step)
   return summary
+
+
+def _say(message: str) -> None:
+  """One line on the console, above the progress bar."""
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(message, file=sys.stderr)
 
 
 def _check_finite(state: TrainState, step: int) -> None:

@@ -25,20 +25,22 @@ def config_keys(config, prefix: str = '') -> list[str]:
   return keys
 
 
-def explain_flag_error(message: str, config) -> str:
-  """Turns a flags/ml_collections parse error into advice, with near matches."""
-  words = [w.strip('\'".,:()') for w in message.replace('=', ' ').split()]
-  asked = [w.removeprefix('--').removeprefix('config.') for w in words
-           if w.startswith(('--config.', 'config.'))]
+def explain_flag_error(message: str, argv: list[str], config) -> str:
+  """Turns a flag parse error into advice, with near matches for unknown keys."""
   keys = config_keys(config) if config is not None else []
-  for key in asked:
-    if key not in keys:
-      near = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
-      hint = (f' Did you mean {" or ".join(near)}?' if near else
-              ' See configs/default.py for every key.')
-      return f'Unknown config key {key!r}.{hint} ({message.strip()})'
-  return (f'The command line could not be parsed: {message.strip()} Check'
-          ' the --config file and each --config.key=value override against'
+  for arg in argv:
+    if arg.startswith('--config.') and keys:
+      key = arg.removeprefix('--config.').split('=')[0]
+      if key not in keys:
+        near = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+        hint = (f' Did you mean {" or ".join(near)}?' if near else '')
+        return (f'Unknown config key {key!r} in {arg!r}.{hint} Every key is'
+                ' listed, with its type and meaning, in configs/default.py.')
+  # Config files raise inside a traceback; its last line says what went wrong.
+  lines = [l.strip() for l in message.strip().splitlines() if l.strip()]
+  reason = lines[-1] if 'Traceback' in message else ' '.join(lines)
+  return (f'The command line could not be parsed: {reason} Check the --config'
+          ' file and each --config.key=value override against'
           ' configs/default.py (names and types).')
 
 
