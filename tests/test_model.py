@@ -39,29 +39,34 @@ def tiny_config(**model_overrides):
   return config
 
 
+def abstract_model(config):
+  """The model with shapes for parameters: nothing is allocated."""
+  return nnx.eval_shape(lambda: model.AlexNet(config, rngs=nnx.Rngs(0)))
+
+
 def abstract_params(config):
-  """Parameter shapes only: nothing is allocated."""
-  abstract = nnx.eval_shape(lambda: model.AlexNet(config, rngs=nnx.Rngs(0)))
-  return nnx.state(abstract, nnx.Param)
+  return nnx.state(abstract_model(config), nnx.Param)
 
 
-def randomize(state, seed):
-  """Replaces every parameter with fresh noise.
+def random_model(config, seed):
+  """The model's graph and every parameter drawn fresh, without JAX's RNG.
 
   The paper's init gives both towers the same constant biases, which would
-  hide a swapped or mis-sliced tower; He-scaled kernels keep activations O(1).
+  hide a swapped or mis-sliced tower; He-scaled kernels keep activations
+  O(1). NumPy draws them because each jax.random shape compiles for seconds
+  on CPU, and eval_shape means the init itself never runs.
   """
-  leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  graphdef, abstract = nnx.split(abstract_model(config))
+  rng = np.random.default_rng(seed)
 
-  def draw(key, x):
+  def draw(x):
     if x.ndim == 2:  # Bias: (towers, out).
       std = 0.1
     else:  # Kernel: (towers, ..., in, out).
       std = math.sqrt(2.0 / math.prod(x.shape[1:-1]))
-    return std * jax.random.normal(key, x.shape, x.dtype)
+    return jnp.asarray(std * rng.standard_normal(x.shape, np.float32))
 
-  return jax.tree.unflatten(treedef, [draw(k, x) for k, x in zip(keys, leaves)])
+  return graphdef, jax.tree.map(draw, abstract)
 
 
 def rel_err(a, b):
@@ -171,13 +176,11 @@ MESHES = {'towers': (1, 2), 'data': (2, 1)}  # (mesh.data, mesh.model).
 def tiny():
   """Tiny model with random parameters, a batch and labels, on device 0."""
   config = tiny_config()
-  net = model.create(config)
-  graphdef, state = nnx.split(net)
-  state = randomize(state, seed=1)
-  images = jax.random.normal(jax.random.key(2), (4, config.image_size,
-                                                 config.image_size, 3))
+  graphdef, state = random_model(config, seed=1)
+  size = config.image_size
+  images = np.random.default_rng(2).standard_normal((2, size, size, 3), np.float32)
   # Rows 2, 3 repeat rows 0, 1: on the data mesh they land on the other shard.
-  images = jnp.concatenate([images[:2], images[:2]])
+  images = np.concatenate([images, images])
   labels = jnp.array([1, 7, 3, 9])
   device = jax.devices()[0]
   return dict(config=config, graphdef=graphdef,
@@ -317,14 +320,13 @@ def test_dropout_masks_differ_between_data_shards_when_split():
       import jax, jax.numpy as jnp, numpy as np
       from alexnet_jax import model, parallel
       from configs import default
-      from tests.test_model import randomize, rel_err
+      from tests.test_model import random_model, rel_err
 
       config = default.get_config('tiny')
       config.mesh.data, config.mesh.model = 2, 2
-      graphdef, state = nnx.split(model.create(config))
-      state = randomize(state, seed=1)
-      image = jax.random.normal(jax.random.key(2), (1, 67, 67, 3))
-      images = jnp.concatenate([image, image])  # One per data shard.
+      graphdef, state = random_model(config, seed=1)
+      image = np.random.default_rng(2).standard_normal((1, 67, 67, 3), np.float32)
+      images = np.concatenate([image, image])  # One per data shard.
       run = lambda s, x, train: nnx.merge(graphdef, s)(
           x, train=train, rng=jax.random.key(3))
       ref = jax.jit(run, static_argnums=2)(state, images, False)
@@ -390,7 +392,11 @@ def test_validate_classes_split_over_towers():
 
 
 def test_export_full_size_shapes_and_count():
-  flat = model.export_params(model.create(full_config()))
+  # Zeros stand in for the init (NumPy allocates them lazily): export only
+  # reshapes, and the full init would compile jax.random for every shape.
+  graphdef, abstract = nnx.split(abstract_model(full_config()))
+  state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
+  flat = model.export_params(nnx.merge(graphdef, state))
   assert {name: v.shape for name, v in flat.items()} == {
       'conv1/kernel': (11, 11, 3, 96), 'conv1/bias': (96,),
       'conv2/kernel': (5, 5, 48, 256), 'conv2/bias': (256,),
@@ -425,7 +431,7 @@ def test_export_values_tower_0_first(tiny):
 def test_bfloat16_compute_keeps_float32_params(tiny):
   config = tiny['config'].copy_and_resolve_references()
   config.dtype = 'bfloat16'
-  graphdef, state = nnx.split(model.create(config))
+  graphdef, state = nnx.split(abstract_model(config))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state))
 
   def logits(graphdef):
