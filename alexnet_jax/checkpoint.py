@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -26,6 +27,21 @@ def param_signature(abstract_params: Any) -> dict[str, list[int]]:
       '/'.join(str(getattr(k, 'key', k)) for k in path): list(x.shape)
       for path, x in flat
   }
+
+
+def load_numpy(step_dir: str | Path) -> dict[str, Any]:
+  """One checkpoint's train state as nested dicts of numpy arrays.
+
+  Needs no mesh and no devices like the ones that wrote it: for looking at,
+  comparing or exporting weights. Reads tensorstore files and JSON only.
+  """
+  path = Path(step_dir) / 'state'
+  reader = ocp.PyTreeCheckpointer()
+  tree = reader.metadata(path).tree
+  restore_args = jax.tree.map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return reader.restore(path, args=ocp.args.PyTreeRestore(
+      restore_args=restore_args))
 
 
 @dataclasses.dataclass
@@ -60,6 +76,19 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, signature: dict,
            metrics: dict[str, float] | None = None) -> None:
+    try:
+      self._save(step, state, signature, metrics)
+    except OSError as e:  # Disk full, quota, permissions.
+      kept = [s for s in self.steps() if s != step]
+      raise UserError(
+          f'Could not write the checkpoint of step {step} to {self.directory}'
+          f' ({e.strerror or e}). The run stopped; the checkpoints already'
+          f' there (steps {", ".join(map(str, kept)) or "none"}) are intact,'
+          ' and an unfinished write is left only as a *.orbax-checkpoint-tmp*'
+          ' folder. Free some space and run the same command to resume.'
+      ) from None
+
+  def _save(self, step, state, signature, metrics):
     self.manager.save(
         step,
         args=ocp.args.Composite(
@@ -105,12 +134,14 @@ class Checkpointer:
         restored = self.manager.restore(
             step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state)))
-        return Restored(state=restored['state'], step=step, skipped=skipped)
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('Checkpoint at step %d in %s cannot be read (%s: %s);'
-                        ' leaving it in place and trying an older one.',
-                        step, self.directory, type(e).__name__, str(e)[:200])
+                        ' trying an older one.', step, self.directory,
+                        type(e).__name__, ' '.join(str(e).split())[:300])
         skipped.append(step)
+        continue
+      self._set_aside(skipped)
+      return Restored(state=restored['state'], step=step, skipped=skipped)
     if steps:
       raise UserError(
           f'None of the checkpoints in {self.directory} (steps'
@@ -118,6 +149,27 @@ class Checkpointer:
           ' incomplete. Nothing was deleted. Move them aside to start afresh'
           ' in this workdir, or use a new --workdir.')
     return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves unreadable step folders out of the way, keeping every byte.
+
+    Training goes on from an older step and will save these step numbers
+    again; the damaged ones go to `WORKDIR/checkpoints_damaged/STEP` for
+    a person to look at.
+    """
+    if not steps:
+      return
+    aside = self.directory.parent / 'checkpoints_damaged'
+    aside.mkdir(exist_ok=True)
+    for step in steps:
+      target = aside / str(step)
+      suffix = 1
+      while target.exists():
+        target, suffix = aside / f'{step}.{suffix}', suffix + 1
+      (self.directory / str(step)).rename(target)
+      logging.warning('Moved the unreadable checkpoint of step %d to %s.',
+                      step, target)
+    self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()

@@ -230,12 +230,15 @@ class AlexNet(nnx.Module):
     self.dtype = config.dtype
     w = widths(config)
     pool5 = spatial_sizes(config)['pool5']
-    bias = lambda name: 1.0 if name in BIAS_ONE else 0.0
+    # 'he' (He et al. 2015, as torchvision) starts every bias at 0.
+    bias = lambda name: 1.0 if m.init == 'paper' and name in BIAS_ONE else 0.0
     conv = lambda name, size, cin, stride=1, pad=0: TowerConv(
         t, size, cin, w[name], stride=stride, padding=pad, bias=bias(name),
         init=m.init, rngs=rngs)
-    dense = lambda name, cin: TowerDense(t, cin, w[name], bias=bias(name),
-                                         init=m.init, rngs=rngs)
+    # fc8 keeps N(0, 0.01) under 'he' too, so the first logits are near zero.
+    dense = lambda name, cin: TowerDense(
+        t, cin, w[name], bias=bias(name),
+        init='paper' if name == 'fc8' else m.init, rngs=rngs)
     self.conv1 = conv('conv1', 11, 3, stride=4, pad=self.variant.conv1_padding)
     self.conv2 = conv('conv2', 5, w['conv1'], pad=2)
     self.conv3 = conv('conv3', 3, t * w['conv2'], pad=1)  # Reads both towers.
@@ -292,17 +295,17 @@ class AlexNet(nnx.Module):
     h = per_tower('pool1', lambda h, i: pool(norm(h)), h)  # (B, 27, 27, 48)
     h = per_tower('conv2', lambda h, i: act(self.conv2(h, i, dtype)), h)  # (B, 27, 27, 128)
     h = per_tower('pool2', lambda h, i: pool(norm(h)), h)  # (B, 13, 13, 128)
-    h = towers.exchange(h)  # conv3 reads both towers: (B, 13, 13, 256)
+    h = towers.exchange(h, 'conv3')  # conv3 reads both towers: (B, 13, 13, 256)
     h = per_tower('conv3', lambda h, i: act(self.conv3(h, i, dtype)), h)  # (B, 13, 13, 192)
     h = per_tower('conv4', lambda h, i: act(self.conv4(h, i, dtype)), h)  # (B, 13, 13, 192)
     h = per_tower('conv5', lambda h, i: act(self.conv5(h, i, dtype)), h)  # (B, 13, 13, 128)
     h = per_tower('pool5', lambda h, i: pool(h), h)  # (B, 6, 6, 128)
-    h = towers.exchange(h)  # fc6 reads both towers: (B, 6, 6, 256)
+    h = towers.exchange(h, 'fc6')  # fc6 reads both towers: (B, 6, 6, 256)
     h = [h.reshape(h.shape[0], -1) for h in h]  # (B, 9216)
     h = per_tower('fc6', lambda h, i: dropout(act(self.fc6(h, i, dtype)), 6, i), h)  # (B, 2048)
-    h = towers.exchange(h)  # fc7 reads both towers: (B, 4096)
+    h = towers.exchange(h, 'fc7')  # fc7 reads both towers: (B, 4096)
     h = per_tower('fc7', lambda h, i: dropout(act(self.fc7(h, i, dtype)), 7, i), h)  # (B, 2048)
-    h = towers.exchange(h)  # fc8 reads both towers: (B, 4096)
+    h = towers.exchange(h, 'fc8')  # fc8 reads both towers: (B, 4096)
     h = per_tower('fc8', lambda h, i: self.fc8(h, i, dtype), h)  # (B, 500)
     return towers.exchange_logits(h).astype(jnp.float32)  # Softmax over all classes.
 
@@ -344,6 +347,26 @@ def export_params(model: AlexNet) -> dict[str, np.ndarray]:
     flat[f'{name}/kernel'] = np.concatenate(list(kernel), axis=-1)
     flat[f'{name}/bias'] = np.concatenate(list(np.asarray(layer.bias[...])), axis=-1)
   return flat
+
+
+def import_params(model: AlexNet, flat: dict[str, np.ndarray]) -> None:
+  """Loads `export_params`' layout into `model` in place (towers split again).
+
+  Read `.npz` files with `np.load(path, allow_pickle=False)`: weights are
+  plain arrays, and nothing in them is executed.
+  """
+  for name in LAYERS:
+    layer = getattr(model, name)
+    for part in ('kernel', 'bias'):
+      variable = getattr(layer, part)
+      towers = variable[...].shape[0]
+      value = np.asarray(flat[f'{name}/{part}'], np.float32)
+      split = np.stack(np.split(value, towers, axis=-1))
+      if split.shape != variable[...].shape:
+        raise UserError(
+            f'{name}/{part} has shape {value.shape}, which does not fit this'
+            f' model (expects {towers} towers of {variable[...].shape[1:]}).')
+      variable[...] = jnp.asarray(split)
 
 
 def count_params(model: AlexNet) -> int:

@@ -102,16 +102,20 @@ class Towers:
   ids: Sequence[Any]
   split: bool = False
 
-  def exchange(self, halves: Sequence[jax.Array]) -> list[jax.Array]:
+  def exchange(self, halves: Sequence[jax.Array], name: str) -> list[jax.Array]:
     """Each tower's half in, both towers' activations out (channels, tower 0 first).
 
-    One of the four places where the 2012 GPUs talked (before conv3, fc6,
-    fc7 and fc8). On one device it is a concatenation; split over the
-    `model` axis it is an all-gather, whose gradient is a reduce-scatter.
+    One of the four places where the 2012 GPUs talked: `name` is the layer
+    that reads both towers (conv3, fc6, fc7 or fc8). On one device it is a
+    concatenation; split over the `model` axis it is an all-gather, whose
+    gradient is a reduce-scatter. The named scope puts `name` in the HLO's
+    op_name, so a profile or `alexnet_jax.inspect` can say which crossing
+    each collective is.
     """
-    local = jnp.concatenate(halves, axis=-1) if len(halves) > 1 else halves[0]
-    if self.split:
-      local = jax.lax.all_gather(local, MODEL, axis=local.ndim - 1, tiled=True)
+    with jax.named_scope(name):
+      local = jnp.concatenate(halves, axis=-1) if len(halves) > 1 else halves[0]
+      if self.split:
+        local = jax.lax.all_gather(local, MODEL, axis=local.ndim - 1, tiled=True)
     return [local] * len(halves)
 
   def exchange_logits(self, halves: Sequence[jax.Array]) -> jax.Array:
@@ -122,15 +126,16 @@ class Towers:
     check knows it), so the loss needs no further exchange and its gradient
     no collective at all.
     """
-    local = jnp.concatenate(halves, axis=-1) if len(halves) > 1 else halves[0]
-    if not self.split:
-      return local
-    width = local.shape[-1]
-    start = jax.lax.axis_index(MODEL) * width
-    full = jnp.zeros(local.shape[:-1] + (width * jax.lax.axis_size(MODEL),),
-                     local.dtype)
-    full = jax.lax.dynamic_update_slice_in_dim(full, local, start, axis=-1)
-    return jax.lax.psum(full, MODEL)
+    with jax.named_scope('softmax'):
+      local = jnp.concatenate(halves, axis=-1) if len(halves) > 1 else halves[0]
+      if not self.split:
+        return local
+      width = local.shape[-1]
+      start = jax.lax.axis_index(MODEL) * width
+      full = jnp.zeros(local.shape[:-1] + (width * jax.lax.axis_size(MODEL),),
+                       local.dtype)
+      full = jax.lax.dynamic_update_slice_in_dim(full, local, start, axis=-1)
+      return jax.lax.psum(full, MODEL)
 
 
 def run_towers(

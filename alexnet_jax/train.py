@@ -261,6 +261,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   start_time = time.time()
   mesh = parallel.make_mesh(config)
   info = input_pipeline.dataset_info(config)
+  if info.num_classes != config.model.num_classes:
+    raise UserError(
+        f'The dataset {config.dataset!r} has {info.num_classes} classes but'
+        f' model.num_classes={config.model.num_classes}: pass'
+        f' --config.model.num_classes={info.num_classes}.')
   num_steps = total_steps(config, info)
   steps_per_epoch = input_pipeline.steps_per_epoch(config, info)
   lr_fn = learning_rate_fn(config, steps_per_epoch, num_steps)

@@ -445,3 +445,18 @@ def test_bfloat16_compute_keeps_float32_params(tiny):
   assert np.all(np.isfinite(low))
   assert not np.array_equal(low, high)  # bfloat16 really was used.
   assert rel_err(low, high) < 0.05
+
+
+def test_exported_weights_round_trip_through_npz_without_pickle(tmp_path):
+  from configs import two_gpu
+  config = two_gpu.get_config('tiny')
+  source, target = model.create(config, seed=1), model.create(config, seed=2)
+  path = tmp_path / 'weights.npz'
+  np.savez(path, **model.export_params(source))
+  with np.load(path, allow_pickle=False) as flat:
+    model.import_params(target, dict(flat))
+  x = jnp.ones((2, config.image_size, config.image_size, 3))
+  np.testing.assert_array_equal(np.asarray(source(x)), np.asarray(target(x)))
+  with pytest.raises(UserError, match='does not fit'):
+    model.import_params(target, {**model.export_params(source),
+                                 'conv1/kernel': np.zeros((11, 11, 3, 7))})

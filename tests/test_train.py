@@ -1,0 +1,157 @@
+"""The train CLI end to end: real subprocesses, two devices, the built-in data."""
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(workdir, *overrides, config='configs/two_gpu.py:tiny', data_dir=None,
+            check=True, module='alexnet_jax.main', env=None):
+  """Runs the CLI as a user would; JAX gets no XLA_FLAGS, so the CLI must
+  give itself the two host devices."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | (env or {})
+  args = [sys.executable, '-m', module, f'--config={config}',
+          f'--workdir={workdir}']
+  if data_dir is not None:
+    args.append(f'--config.data_dir={data_dir}')
+  proc = subprocess.run(args + list(overrides), cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def read_metrics(workdir):
+  return [json.loads(line) for line in
+          (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
+
+
+def tensorboard_scalars(workdir):
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(str(Path(workdir) / 'tensorboard'))
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Tensors(tag)]
+          for tag in acc.Tags()['tensors']}
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, data_dir):
+  """Four steps of the tiny two-tower net on two devices, then two more."""
+  workdir = tmp_path_factory.mktemp('run') / 'workdir'
+  first = run_cli(workdir, data_dir=data_dir)
+  first_summary = json.loads((workdir / 'summary.json').read_text())
+  second = run_cli(workdir, '--config.num_train_steps=6', data_dir=data_dir)
+  return workdir, first, first_summary, second
+
+
+def test_cli_writes_metrics_summary_tensorboard_and_checkpoints(trained):
+  workdir, first, summary, _ = trained
+  assert summary['status'] == 'completed' and summary['steps'] == 4
+  assert summary['mesh'] == {'data': 1, 'model': 2}
+  assert len(summary['devices']) == 2
+  assert 0.0 <= summary['eval_top1'] <= summary['eval_top5'] <= 1.0
+  assert summary['wall_seconds'] > 0
+
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['model']['variant'] == 'two_tower'
+  assert config['mesh']['model'] == 2
+
+  records = [r for r in read_metrics(workdir) if r['step'] <= 4]
+  train = [r for r in records if 'train_loss' in r]
+  evals = [r for r in records if 'eval_top1' in r]
+  assert [r['step'] for r in train] == [1, 2, 3, 4]  # log_every_steps=1.
+  assert [r['step'] for r in evals] == [2, 4]  # eval_every_steps=2.
+  assert all(r['learning_rate'] > 0 for r in train)
+  assert all('images_per_sec' in r for r in train[1:])  # Not the compile step.
+  assert evals[-1]['eval_top1'] == pytest.approx(summary['eval_top1'])
+
+  scalars = tensorboard_scalars(workdir)
+  assert {'train_loss', 'eval_top1', 'eval_loss', 'learning_rate'} <= set(scalars)
+  assert [s for s, _ in scalars['eval_top1']][:2] == [2, 4]
+  assert scalars['train_loss'][0][1] == pytest.approx(train[0]['train_loss'])
+
+  steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert steps[-1] == 6 and 4 in steps
+  assert 'eval_top1' in first.stderr  # One console line per evaluation.
+
+
+def test_same_command_resumes_at_the_right_step(trained):
+  workdir, _, _, second = trained
+  assert 'Resumed from the checkpoint at step 4' in second.stderr
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['resumed_from_step'] == 4 and summary['steps'] == 6
+  train_steps = [r['step'] for r in read_metrics(workdir) if 'train_loss' in r]
+  assert train_steps == [1, 2, 3, 4, 5, 6]  # Nothing redone, nothing skipped.
+
+
+def test_workdir_of_another_model_is_refused_and_kept(trained, tmp_path):
+  workdir = trained[0]
+  before = {p: p.stat().st_mtime_ns for p in workdir.rglob('*') if p.is_file()}
+  proc = run_cli(workdir, '--config.model.width=0.125', check=False)
+  assert proc.returncode == 2
+  assert 'different model' in proc.stderr and 'Traceback' not in proc.stderr
+  after = {p: p.stat().st_mtime_ns for p in workdir.rglob('*') if p.is_file()
+           if 'metrics' not in p.name and 'tensorboard' not in str(p)}
+  assert all(before[p] == t for p, t in after.items())
+
+
+@pytest.mark.parametrize('override, words', [
+    ('--config.learning_rat=0.1', ['Unknown config key', 'learning_rate']),
+    ('--config.optimizer.learning_rat=0.1', ['optimizer.learning_rate']),
+    ('--config.batch_size=eight', ['batch_size']),
+    ('--config.optimizer.learning_rate=-0.1', ['learning_rate must be positive']),
+    ('--config.batch_size=0', ['batch_size must be positive']),
+    ('--config.num_train_steps=0', ['num_train_steps']),
+    ('--config.batch_size=7', ['does not divide', 'multiple of 2']),
+    ('--config.mesh.model=4', ['mesh.model must equal']),
+    ('--config.image_size=50', ['smallest image size that works is 67']),
+    ('--config.model.variant=vgg', ['Unknown model.variant']),
+    ('--config.strategy=pipeline', ['Unknown strategy']),
+])
+def test_bad_configs_stop_with_one_paragraph(tmp_path, override, words):
+  proc = run_cli(tmp_path / 'w', '--config.mesh.data=1',
+                 override, '--config.mesh.data=-1' if 'mesh.data' in override else
+                 '--config.seed=0', check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr
+  for word in words:
+    assert word in ' '.join(proc.stderr.split()), proc.stderr
+  assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
+def test_two_towers_on_one_device_stops_before_compiling(tmp_path):
+  # As on a machine with one accelerator: XLA_FLAGS pins JAX to one device.
+  proc = run_cli(tmp_path / 'w', check=False,
+                 env={'XLA_FLAGS': '--xla_force_host_platform_device_count=1'})
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  message = ' '.join(proc.stderr.split())
+  assert '1 x 2 = 2 devices' in message and 'found 1' in message
+  assert 'configs/one_gpu.py' in message
+
+
+def test_missing_dataset_says_which_and_where(tmp_path):
+  proc = run_cli(tmp_path / 'w', '--config.dataset=cifar10',
+                 '--config.eval_split=test', data_dir=tmp_path / 'empty',
+                 check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  message = ' '.join(proc.stderr.split())
+  assert "'cifar10'" in message and str(tmp_path / 'empty') in message
+  assert 'tfds build cifar10' in message
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  (tmp_path / 'file').write_text('x')
+  proc = run_cli(tmp_path / 'file', check=False)
+  assert proc.returncode == 2 and 'is a file' in proc.stderr
