@@ -260,10 +260,13 @@ class _TfdsSource:
     return part, self.builder.info.splits[part].num_examples
 
   def records(self, part, shuffle_seed, skip):
-    # TFDS's own file order is shuffled with the seed too; a seeded
-    # tf.data shuffle is deterministic while nothing calls tf.random.set_seed.
+    # The file order is shuffled with the seed too, except in ordered
+    # datasets (shapes10), where TFDS refuses; a seeded tf.data shuffle is
+    # deterministic as long as nothing calls tf.random.set_seed.
+    shuffle_files = (shuffle_seed is not None
+                     and not self.builder.info.disable_shuffling)
     ds = self.builder.as_dataset(
-        split=part, shuffle_files=shuffle_seed is not None,
+        split=part, shuffle_files=shuffle_files,
         decoders={'image': tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed))
     ds = ds.map(lambda ex: {'image': ex['image'], 'label': ex['label']})

@@ -316,16 +316,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           timed += 1
         if step % config.log_every_steps == 0 or step == num_steps:
           logged = jax.device_get(window)
-          losses = [m['train_loss'] for m in logged]
-          if not all(math.isfinite(l) for l in losses):
-            bad = step - len(losses) + 1 + next(
-                i for i, l in enumerate(losses) if not math.isfinite(l))
-            raise NonFiniteLoss(bad)
           elapsed = time.time() - window_start
           scalars = {k: sum(m[k] for m in logged) / len(logged) for k in logged[0]}
           if timed:
             scalars['images_per_sec'] = timed * config.batch_size / elapsed
           writer.write(step, scalars)
+          losses = [m['train_loss'] for m in logged]
+          if not all(math.isfinite(l) for l in losses):
+            raise NonFiniteLoss(step - len(losses) + 1 + next(
+                i for i, l in enumerate(losses) if not math.isfinite(l)))
           bar.set_postfix(loss=f'{scalars["train_loss"]:.3f}',
                           img_s=f'{scalars.get("images_per_sec", 0):.0f}')
           bar.update(len(logged))

@@ -24,14 +24,22 @@ def get_config(arg: str | None = None):
   config.mesh.model = 2
   config.mesh.data = -1
   if 'demo' in flags:
+    # The real two-tower structure, narrower and on small images. Two changes
+    # from the paper's recipe make it learn in minutes instead of days: He
+    # initialisation (the paper's N(0, 0.01) barely moves in 1,500 steps of
+    # this narrow net) and no dropout (a regulariser for 90 epochs of
+    # ImageNet, it halves the accuracy reached in this short run).
     config.dataset = 'shapes10'
     config.image_size = DEMO_IMAGE_SIZE
     config.model.width = DEMO_WIDTH
     config.model.num_classes = 10
+    config.model.init = 'he'
+    config.model.dropout_rate = 0.0
     config.batch_size = 64
-    config.num_train_steps = 600
-    config.eval_every_steps = 200
-    config.checkpoint_every_steps = 200
+    config.num_train_steps = 1500
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
     config.log_every_steps = 20
+    config.optimizer.learning_rate = 0.02
     config.optimizer.schedule = 'cosine'
   return config

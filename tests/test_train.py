@@ -1,42 +1,19 @@
 """The train CLI end to end: real subprocesses, two devices, the built-in data."""
 
 import json
-import os
 from pathlib import Path
-import subprocess
-import sys
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(workdir, *overrides, config='configs/two_gpu.py:tiny', data_dir=None,
-            check=True, module='alexnet_jax.main', env=None):
-  """Runs the CLI as a user would; JAX gets no XLA_FLAGS, so the CLI must
-  give itself the two host devices."""
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | (env or {})
-  args = [sys.executable, '-m', module, f'--config={config}',
-          f'--workdir={workdir}']
-  if data_dir is not None:
-    args.append(f'--config.data_dir={data_dir}')
-  proc = subprocess.run(args + list(overrides), cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
-  if check and proc.returncode != 0:
-    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
-  return proc
-
-
-def read_metrics(workdir):
-  return [json.loads(line) for line in
-          (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
-
+from clirun import read_metrics, run_cli
 
 def tensorboard_scalars(workdir):
   from tensorboard.backend.event_processing import event_accumulator
   acc = event_accumulator.EventAccumulator(str(Path(workdir) / 'tensorboard'))
   acc.Reload()
-  return {tag: [(e.step, e.value) for e in acc.Tensors(tag)]
+  import tensorflow as tf
+  return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                for e in acc.Tensors(tag)]
           for tag in acc.Tags()['tensors']}
 
 

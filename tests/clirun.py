@@ -1,0 +1,43 @@
+"""Running the CLIs as a user would, for the end-to-end tests."""
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_command(workdir, *overrides, config='configs/two_gpu.py:tiny',
+                data_dir=None, module='alexnet_jax.main'):
+  args = [sys.executable, '-m', module, f'--config={config}',
+          f'--workdir={workdir}']
+  if data_dir is not None:
+    args.append(f'--config.data_dir={data_dir}')
+  return args + list(overrides)
+
+
+def cli_env(env=None):
+  """No XLA_FLAGS: the CLI must give itself its host devices."""
+  return {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | (env or {})
+
+
+def run_cli(workdir, *overrides, check=True, env=None, **kwargs):
+  proc = subprocess.run(cli_command(workdir, *overrides, **kwargs), cwd=ROOT,
+                        env=cli_env(env), capture_output=True, text=True,
+                        timeout=300)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def start_cli(workdir, *overrides, **kwargs):
+  return subprocess.Popen(cli_command(workdir, *overrides, **kwargs), cwd=ROOT,
+                          env=cli_env(), text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+
+
+def read_metrics(workdir):
+  return [json.loads(line) for line in
+          (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
