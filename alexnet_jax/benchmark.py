@@ -175,7 +175,9 @@ def measure(config, *, steps: int, warmup: int, repeats: int,
   runs = placements(config, jax.device_count())
   batch = synthetic_batch(config)
   say('initialising the state...')
+  start = time.perf_counter()
   graphdef, host_state = initial_state(config)
+  init_seconds = time.perf_counter() - start
   for p in runs:
     say(f'{p.name}: placing the state and compiling...')
     prepare(p, graphdef, host_state, batch)
@@ -190,10 +192,12 @@ def measure(config, *, steps: int, warmup: int, repeats: int,
         f'{p.name} {steps * config.batch_size / p.seconds[-1]:.1f} images/s'
         for p in runs))
   return _report(config, runs, steps=steps, warmup=warmup, repeats=repeats,
-                 command=command, load_before=load_before)
+                 command=command, load_before=load_before,
+                 init_seconds=init_seconds)
 
 
-def _report(config, runs, *, steps, warmup, repeats, command, load_before) -> dict:
+def _report(config, runs, *, steps, warmup, repeats, command, load_before,
+            init_seconds) -> dict:
   batch = config.batch_size
   base = runs[0]
   assert base.name == BASELINE
@@ -256,6 +260,8 @@ def _report(config, runs, *, steps, warmup, repeats, command, load_before) -> di
       'timing': ('wall time of `steps` steps, blocked on the last; compile and'
                  ' warm-up excluded; repeats interleaved across placements;'
                  ' median over repeats'),
+      # Once for all placements (imports TensorFlow, compiles the initialiser).
+      'init_seconds': init_seconds,
       'model_flops_per_image': model_flops,
       'flops_source': ("XLA cost_analysis()['flops'] of the one-device compiled"
                        ' train step (forward, backward, update) / batch_size'),
@@ -305,7 +311,9 @@ def format_report(report: dict) -> str:
       f'Load average (1, 5, 15 min): before {r["load_average_before"]},'
       f' after {r["load_average_after"]}.',
       f'{r["repeats"]} repeat(s) of {r["steps"]} step(s) after {r["warmup"]}'
-      ' warm-up step(s), interleaved across placements; medians over repeats.',
+      ' warm-up step(s), interleaved across placements; medians over repeats.'
+      f' State initialised once in {r["init_seconds"]:.1f} s, then copied to'
+      ' each placement.',
       '']
   gflops = lambda x: f'{x:.1f}' if x is not None else 'n/a'
   rows = [[p['name'] + (' (config)' if p['from_config'] else ''),
