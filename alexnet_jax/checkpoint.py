@@ -8,6 +8,8 @@ best by `eval_top1`. Nothing here ever deletes a checkpoint it cannot read.
 """
 
 import dataclasses
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,17 @@ def param_signature(abstract_params: Any) -> dict[str, list[int]]:
   }
 
 
+MANIFEST = 'alexnet_jax_manifest.json'
+
+
+def _sha256(path: Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
 def load_numpy(step_dir: str | Path) -> dict[str, Any]:
   """One checkpoint's train state as nested dicts of numpy arrays.
 
@@ -37,7 +50,8 @@ def load_numpy(step_dir: str | Path) -> dict[str, Any]:
   """
   path = Path(step_dir) / 'state'
   reader = ocp.PyTreeCheckpointer()
-  tree = reader.metadata(path).tree
+  metadata = reader.metadata(path)
+  tree = getattr(metadata, 'item_metadata', metadata).tree
   restore_args = jax.tree.map(
       lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
   return reader.restore(path, args=ocp.args.PyTreeRestore(
@@ -88,6 +102,38 @@ class Checkpointer:
           ' folder. Free some space and run the same command to resume.'
       ) from None
 
+  def _write_manifest(self, step: int) -> None:
+    """Sizes and SHA-256 of every file of a finished step, to spot damage later."""
+    step_dir = self.directory / str(step)
+    files = {
+        str(p.relative_to(step_dir)): [p.stat().st_size, _sha256(p)]
+        for p in sorted(step_dir.rglob('*')) if p.is_file() and p.name != MANIFEST
+    }
+    tmp = step_dir / f'{MANIFEST}.tmp'
+    tmp.write_text(json.dumps(files))
+    tmp.rename(step_dir / MANIFEST)  # Atomic: a manifest is whole or absent.
+
+  def damage(self, step: int) -> str | None:
+    """What is wrong with a step's files, or None if they match the manifest.
+
+    Checked before orbax reads anything, so a damaged checkpoint is named
+    without a failed restore. (A step cut between orbax's rename and the
+    manifest has none; orbax's own restore then decides.)
+    """
+    step_dir = self.directory / str(step)
+    manifest = step_dir / MANIFEST
+    if not manifest.exists():
+      return None
+    for name, (size, digest) in json.loads(manifest.read_text()).items():
+      path = step_dir / name
+      if not path.exists():
+        return f'{path} is missing'
+      if path.stat().st_size != size:
+        return f'{path} has {path.stat().st_size} of its {size} bytes'
+      if _sha256(path) != digest:
+        return f'{path} does not match its checksum'
+    return None
+
   def _save(self, step, state, signature, metrics):
     self.manager.save(
         step,
@@ -99,10 +145,13 @@ class Checkpointer:
         force=True,
     )
     self.manager.wait_until_finished()
+    self._write_manifest(step)
 
   def check_compatible(self, signature: dict) -> None:
     """Refuses a workdir whose newest checkpoint has other parameter shapes."""
     for step in reversed(self.steps()):
+      if self.damage(step):
+        continue  # restore_latest reports it and falls back.
       try:
         meta = self.manager.restore(
             step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
@@ -130,6 +179,12 @@ class Checkpointer:
     steps = self.steps()
     skipped = []
     for step in reversed(steps):
+      damage = self.damage(step)
+      if damage:
+        logging.warning('Checkpoint at step %d cannot be read (%s); trying an'
+                        ' older one.', step, damage)
+        skipped.append(step)
+        continue
       try:
         restored = self.manager.restore(
             step, args=ocp.args.Composite(

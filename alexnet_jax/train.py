@@ -94,7 +94,7 @@ def create_train_state(config, mesh) -> tuple[nnx.GraphDef, TrainState]:
         step=jnp.zeros((), jnp.int32),
         params=params,
         momentum=jax.tree.map(jnp.zeros_like, params),
-        rng=jax.random.key_data(jax.random.key(config.seed + 1)),
+        rng=jax.random.key_data(model_lib.prng_key(config.seed + 1)),
         lr_scale=jnp.ones((), jnp.float32),
         best_eval_top1=jnp.full((), -1.0, jnp.float32),
         evals_since_best=jnp.zeros((), jnp.int32),
@@ -113,7 +113,7 @@ def abstract_state(config) -> TrainState:
     zero_i, zero_f = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
     return TrainState(step=zero_i, params=params,
                       momentum=jax.tree.map(jnp.zeros_like, params),
-                      rng=jax.random.key_data(jax.random.key(0)),
+                      rng=jax.random.key_data(model_lib.prng_key(0)),
                       lr_scale=zero_f, best_eval_top1=zero_f,
                       evals_since_best=zero_i, num_decays=zero_i)
 
@@ -147,7 +147,7 @@ def make_train_step(config, graphdef, lr_fn, shardings: TrainState):
   opt = config.optimizer
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=model_lib.PRNG_IMPL), state.step)
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params)
