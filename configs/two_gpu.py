@@ -8,7 +8,13 @@ With more than two devices the rest form a data axis.
 
 `configs/two_gpu.py:demo` trains the real two-tower structure, scaled down
 (DEMO_WIDTH, DEMO_IMAGE_SIZE), on the built-in `shapes10` dataset: no download.
-Results are in the README's table (command, hardware, wall time, accuracy).
+
+    python -m alexnet_jax.main --config=configs/two_gpu.py:demo --workdir=/tmp/alexnet-demo
+
+Measured 2026-11-25 on a 2-core Intel Xeon CPU (2 JAX host devices, no
+accelerator): 1,500 steps, 2 min 47 s wall in all, 98.05% validation top-1
+(eval_top1 0.5945 at step 500, 0.938 at 1000).
+The full recipe has not been run by this project (no ImageNet, no GPU here).
 """
 
 from configs import default
