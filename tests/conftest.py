@@ -2,6 +2,8 @@
 
 import os
 import sys
+
+import pytest
 from pathlib import Path
 
 # Must run before JAX initialises its backends; conftest is imported first.
@@ -14,3 +16,27 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))  # `configs` is imported as a package.
+
+CIFAR10_JPEG = ROOT.parent / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'
+
+
+def _first_twenty(member, path):
+  """Keeps cifar10/<split>/<class>/NNNN.jpg with NNNN < 20 (and folders)."""
+  parts = member.name.split('/')
+  if member.isfile() and not (len(parts) == 4 and int(parts[3][:4]) < 20):
+    return None
+  import tarfile
+  return tarfile.data_filter(member, path)
+
+
+@pytest.fixture(scope='session')
+def cifar10_subset(tmp_path_factory):
+  """20 real CIFAR-10 JPEGs per class and split, as an image folder."""
+  if not CIFAR10_JPEG.exists():
+    pytest.skip(f'real CIFAR-10 JPEGs not found at {CIFAR10_JPEG} (../shared/data'
+                ' is only on the project machines)')
+  import tarfile
+  root = tmp_path_factory.mktemp('cifar10')
+  with tarfile.open(CIFAR10_JPEG) as archive:
+    archive.extractall(root, filter=_first_twenty)
+  return root / 'cifar10'

@@ -8,7 +8,6 @@ small subset of the real CIFAR-10 JPEGs in ../shared when present.
 import hashlib
 import io
 from pathlib import Path
-import tarfile
 
 import numpy as np
 from PIL import Image
@@ -18,10 +17,6 @@ import tensorflow_datasets as tfds
 from alexnet_jax import input_pipeline
 from alexnet_jax.errors import UserError
 from configs import default
-
-CIFAR10_JPEG = (Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
-                / 'cifar10-jpeg.tar.gz')
-
 
 def _config(data_dir, **overrides):
   config = default.get_config('tiny')
@@ -295,19 +290,8 @@ def test_image_folder_missing_split(tmp_path):
 # Real data: a few CIFAR-10 JPEGs from ../shared, when it is there.
 
 
-@pytest.mark.skipif(not CIFAR10_JPEG.exists(),
-                    reason=f'real CIFAR-10 JPEGs not found at {CIFAR10_JPEG} '
-                    '(../shared/data is only on the project machines)')
-def test_real_cifar10_jpegs_as_image_folder(tmp_path):
-  def first_twenty(member, path):  # cifar10/<split>/<class>/NNNN.jpg
-    parts = member.name.split('/')
-    if member.isfile() and not (len(parts) == 4 and int(parts[3][:4]) < 20):
-      return None
-    return tarfile.data_filter(member, path)
-
-  with tarfile.open(CIFAR10_JPEG) as archive:
-    archive.extractall(tmp_path, filter=first_twenty)
-  config = _config(tmp_path / 'cifar10', dataset='image_folder',
+def test_real_cifar10_jpegs_as_image_folder(cifar10_subset):
+  config = _config(cifar10_subset, dataset='image_folder',
                    train_split='train', eval_split='test', batch_size=50)
   assert input_pipeline.dataset_info(config) == input_pipeline.DatasetInfo(
       10, 200, 200)

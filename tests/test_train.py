@@ -132,3 +132,37 @@ def test_workdir_that_is_a_file(tmp_path):
   (tmp_path / 'file').write_text('x')
   proc = run_cli(tmp_path / 'file', check=False)
   assert proc.returncode == 2 and 'is a file' in proc.stderr
+
+
+def test_trains_on_real_cifar10_jpegs_as_a_folder(tmp_path, cifar10_subset):
+  workdir = tmp_path / 'w'
+  run_cli(workdir, '--config.dataset=image_folder', '--config.train_split=train',
+          '--config.eval_split=test', '--config.model.num_classes=10',
+          '--config.batch_size=20', '--config.num_train_steps=3',
+          data_dir=cifar10_subset)
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['steps'] == 3 and summary['status'] == 'completed'
+  losses = [r['train_loss'] for r in read_metrics(workdir) if 'train_loss' in r]
+  assert len(losses) == 3 and all(0 < l < 10 for l in losses)
+
+
+def test_trains_on_a_named_tfds_dataset_through_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+  from alexnet_jax import train
+  from configs import two_gpu
+  # Split sizes come from metadata files, as in Flax's ImageNet example test.
+  builder = tfds.builder('cifar10', data_dir=str(tmp_path))
+  builder.info.set_splits(tfds.core.SplitDict([
+      tfds.core.SplitInfo(name=name, shard_lengths=[32], num_bytes=0)
+      for name in ('train', 'test')]))
+  Path(builder.data_dir).mkdir(parents=True)
+  builder.info.write_to_directory(builder.data_dir)
+  config = two_gpu.get_config('tiny')
+  config.dataset, config.eval_split = 'cifar10', 'test'
+  config.data_dir = str(tmp_path)
+  with tfds.testing.mock_data(num_examples=32, data_dir=str(tmp_path),
+                              policy=tfds.testing.MockPolicy.USE_FILES):
+    summary = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert summary['steps'] == 4 and summary['mesh'] == {'data': 1, 'model': 2}
+  assert 0.0 <= summary['eval_top1'] <= 1.0
+  assert (tmp_path / 'w' / 'checkpoints' / '4').exists()
