@@ -41,7 +41,6 @@ import flax
 import jax
 import jaxlib
 import numpy as np
-from ml_collections import config_flags
 
 from alexnet_jax import cli
 from alexnet_jax import parallel
@@ -367,9 +366,7 @@ def main(argv):
 
 if __name__ == '__main__':
   # Flags only when run as a program, as in inspect.py.
-  _CONFIG = config_flags.DEFINE_config_file(
-      'config', None, 'Config file, e.g. configs/two_gpu.py or'
-      ' configs/two_gpu.py:tiny.', lock_config=True)
+  _CONFIG = cli.define_config_flag()
   _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per repeat.')
   _WARMUP = flags.DEFINE_integer(
       'warmup', 2, 'Untimed steps per placement after compiling.')

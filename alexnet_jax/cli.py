@@ -14,6 +14,7 @@ import textwrap
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 from alexnet_jax import validation
 from alexnet_jax.errors import UserError
@@ -24,6 +25,13 @@ USER_ERROR_EXIT_CODE = 2
 def fail(message: str) -> None:
   print('\n'.join(textwrap.wrap(f'error: {message}', width=100)), file=sys.stderr)
   sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def define_config_flag():
+  """`--config=FILE[:ARG]` with `--config.key=value` overrides (locked: no new keys)."""
+  return config_flags.DEFINE_config_file(
+      'config', None, 'Config file, e.g. configs/two_gpu.py or'
+      ' configs/two_gpu.py:demo.', lock_config=True)
 
 
 def run(main, config_flag) -> None:

@@ -21,7 +21,6 @@ from absl import flags
 from flax import nnx
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 
 from alexnet_jax import cli
 from alexnet_jax import hlo
@@ -257,8 +256,6 @@ def main(argv):
 if __name__ == '__main__':
   # Flags only when run as a program: tests import the functions above next
   # to main.py, which defines its own --config.
-  _CONFIG = config_flags.DEFINE_config_file(
-      'config', None, 'Config file, e.g. configs/two_gpu.py or'
-      ' configs/two_gpu.py:tiny.', lock_config=True)
+  _CONFIG = cli.define_config_flag()
   _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object.')
   cli.run(main, _CONFIG)

@@ -9,26 +9,21 @@ same command again to resume).
 import logging
 import sys
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from alexnet_jax import cli
-from alexnet_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and logs; running'
     ' again with the same one resumes.', required=True)
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/two_gpu.py or configs/two_gpu.py:demo.',
-    lock_config=True)
+_CONFIG = cli.define_config_flag()
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
   cli.check(config, workdir=_WORKDIR.value)  # Before JAX starts.
-  from alexnet_jax import train  # JAX initialises only after the check.
+  from alexnet_jax import train  # Brings in TensorFlow: only for a good config.
   try:
     summary = train.train_and_evaluate(config, _WORKDIR.value)
   except train.Preempted as e:

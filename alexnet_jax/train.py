@@ -348,6 +348,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if stopper.requested:
           status = 'preempted'
           break
+      if not eval_metrics and status == 'completed':
+        # Started on a finished workdir: report its evaluation again.
+        eval_metrics = evaluate(config, eval_step, state.params, mesh)
     except NonFiniteLoss as e:
       status = 'non_finite_loss'
       kept = ckpt.steps()

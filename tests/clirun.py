@@ -32,6 +32,13 @@ def run_cli(workdir, *overrides, check=True, env=None, **kwargs):
   return proc
 
 
+def start_module(module, *args):
+  """`python -m module args...` from the repository root, in the background."""
+  return subprocess.Popen([sys.executable, '-m', module, *args], cwd=ROOT,
+                          env=cli_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
 def start_cli(workdir, *overrides, **kwargs):
   return subprocess.Popen(cli_command(workdir, *overrides, **kwargs), cwd=ROOT,
                           env=cli_env(), text=True, stdout=subprocess.PIPE,

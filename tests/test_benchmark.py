@@ -6,25 +6,19 @@ against the one-device baseline, the split's FLOPs against the whole step's.
 """
 
 import json
-import os
 import statistics
 import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from clirun import start_module
+
 TINY = ('--config=configs/two_gpu.py:tiny', '--steps=2', '--warmup=1',
         '--repeats=1')
 
 
 def start_cli(*args) -> subprocess.Popen:
-  # No XLA_FLAGS: the CLI must give itself two host devices.
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
-  return subprocess.Popen([sys.executable, '-m', 'alexnet_jax.benchmark', *args],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  return start_module('alexnet_jax.benchmark', *args)
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:

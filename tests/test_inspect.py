@@ -10,13 +10,13 @@ what it compiled rather than what parallel.py means to do. Tiny config
 import collections
 import json
 import math
-import os
 import subprocess
-import sys
 
 from flax import nnx
 import jax
 import pytest
+
+from clirun import start_module
 
 from alexnet_jax import hlo
 from alexnet_jax import inspect
@@ -24,7 +24,6 @@ from alexnet_jax import model
 from alexnet_jax import parallel
 from configs import two_gpu
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOAT32 = 4
 
 
@@ -149,12 +148,7 @@ def test_hlo_reader_handles_async_iota_and_mesh_groups():
 
 
 def start_cli(*args) -> subprocess.Popen:
-  # No XLA_FLAGS: the CLI must give itself two host devices.
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
-  return subprocess.Popen([sys.executable, '-m', 'alexnet_jax.inspect', *args],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  return start_module('alexnet_jax.inspect', *args)
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
