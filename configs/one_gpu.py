@@ -3,7 +3,13 @@
     python -m alexnet_jax.main --config=configs/one_gpu.py --workdir=DIR
 
 Same parameters and outputs as `two_gpu.py`; the towers' exchanges become
-plain concatenations. `configs/one_gpu.py:demo` is the demo on one device.
+plain concatenations. `configs/one_gpu.py:demo` is the demo on one device:
+
+    python -m alexnet_jax.main --config=configs/one_gpu.py:demo --workdir=/tmp/alexnet-demo-1gpu
+
+Measured 2026-11-25 on a 2-core Intel Xeon CPU (one JAX device): 1,500 steps,
+1 min 55 s wall in all, 94.90% validation top-1 (0.511 at step 500, 0.891 at
+1000). The full recipe has not been run by this project.
 """
 
 from configs import two_gpu

@@ -166,3 +166,18 @@ def test_trains_on_a_named_tfds_dataset_through_mock_data(tmp_path):
   assert summary['steps'] == 4 and summary['mesh'] == {'data': 1, 'model': 2}
   assert 0.0 <= summary['eval_top1'] <= 1.0
   assert (tmp_path / 'w' / 'checkpoints' / '4').exists()
+
+
+def test_keeps_the_last_checkpoints_and_the_best_by_eval_top1(tmp_path, data_dir):
+  workdir = tmp_path / 'w'
+  run_cli(workdir, '--config.num_train_steps=8', '--config.eval_every_steps=1',
+          '--config.checkpoint_every_steps=1', '--config.keep_checkpoints=2',
+          '--config.optimizer.learning_rate=0.1', data_dir=data_dir)
+  evals = {r['step']: r['eval_top1'] for r in read_metrics(workdir)
+           if 'eval_top1' in r}
+  best = max(evals.values())
+  kept = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit())
+  assert kept[-2:] == [7, 8]  # The last keep_checkpoints.
+  assert any(evals[s] == best for s in kept)  # And one with the best top-1.
+  assert len(kept) <= 3
