@@ -181,3 +181,32 @@ def test_keeps_the_last_checkpoints_and_the_best_by_eval_top1(tmp_path, data_dir
   assert kept[-2:] == [7, 8]  # The last keep_checkpoints.
   assert any(evals[s] == best for s in kept)  # And one with the best top-1.
   assert len(kept) <= 3
+
+
+def test_one_device_run_equals_the_two_device_run(trained, tmp_path, data_dir):
+  """Same config but both towers on one device: the same training, bit for bit
+  (dropout included), since only where the towers' data lives changes."""
+  import jax
+  import numpy as np
+  from alexnet_jax import checkpoint
+  workdir = tmp_path / 'one'
+  run_cli(workdir, config='configs/one_gpu.py:tiny', data_dir=data_dir)
+  split = checkpoint.load_numpy(trained[0] / 'checkpoints' / '4')
+  single = checkpoint.load_numpy(workdir / 'checkpoints' / '4')
+  assert json.loads((workdir / 'summary.json').read_text())['mesh'] == {
+      'data': 1, 'model': 1}
+  for a, b in zip(jax.tree.leaves(split['params']),
+                  jax.tree.leaves(single['params'])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_workdir_that_is_not_writable(tmp_path, monkeypatch):
+  # Tests run as root here, for whom every folder is writable: fake the check.
+  import os
+  from alexnet_jax import validation
+  from alexnet_jax.errors import UserError
+  from configs import two_gpu
+  monkeypatch.setattr(os, 'access', lambda path, mode: False)
+  with pytest.raises(UserError, match='not writable'):
+    validation.validate(two_gpu.get_config('tiny'), num_devices=2,
+                        workdir=str(tmp_path / 'new'))
