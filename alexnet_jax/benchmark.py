@@ -290,13 +290,6 @@ def _cpu_name() -> str:
 # --- The table --------------------------------------------------------------------
 
 
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-  widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-  fmt = lambda r: '  '.join((c.rjust(w) if i in right else c.ljust(w))
-                            for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-  return [fmt(header), fmt(['-' * w for w in widths])] + [fmt(r) for r in rows]
-
-
 def format_report(report: dict) -> str:
   r = report
   lines = [
@@ -325,7 +318,7 @@ def format_report(report: dict) -> str:
            f'{p["ratio_to_one_device"]:.2f}',
            gflops(p['achieved_gflops_per_sec'])]
           for p in r['placements']]
-  lines += _table(['placement', 'mesh', 'devices', 'compile s', 's/step',
+  lines += cli.format_table(['placement', 'mesh', 'devices', 'compile s', 's/step',
                    'images/s', 'per repeat', 'vs one device', 'GFLOP/s'],
                   rows, right={3, 4, 5, 7, 8})
   lines.append('')

@@ -96,5 +96,14 @@ def check(config, workdir: str | None = None) -> None:
                       num_processes=jax.process_count(), workdir=workdir)
 
 
+def format_table(header: list[str], rows: list[list[str]],
+                 right: set[int]) -> list[str]:
+  """Aligned console columns; the columns in `right` are right-aligned."""
+  widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+  fmt = lambda r: '  '.join((c.rjust(w) if i in right else c.ljust(w))
+                            for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+  return [fmt(header), fmt(['-' * w for w in widths])] + [fmt(r) for r in rows]
+
+
 def format_summary(summary: dict) -> str:
   return 'summary: ' + json.dumps(summary)

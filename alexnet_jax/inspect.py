@@ -186,13 +186,6 @@ def _size(n: float) -> str:
   raise AssertionError('unreachable')
 
 
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-  widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-  fmt = lambda r: '  '.join((c.rjust(w) if i in right else c.ljust(w))
-                            for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-  return [fmt(header), fmt(['-' * w for w in widths])] + [fmt(r) for r in rows]
-
-
 def format_report(report: dict) -> str:
   mesh = ' x '.join(f'{k}={v}' for k, v in report['mesh'].items())
   platform = report['devices'][0]['platform']
@@ -215,11 +208,11 @@ def format_report(report: dict) -> str:
           for l in report['layers']]
   rows.append(['total', '', '', f'{report["params"]:,}',
                f'{report["params"] // report["towers"]:,}', ''])
-  lines += _table(['layer', 'out per tower', 'reads other tower', 'params', 'per tower',
+  lines += cli.format_table(['layer', 'out per tower', 'reads other tower', 'params', 'per tower',
                    'held by device'], rows, right={3, 4})
 
   lines += ['', 'Held by each device (parameters, and with the momentum of Sec. 5):']
-  lines += _table(
+  lines += cli.format_table(
       ['device', 'params', 'bytes', 'with momentum'],
       [[str(d['id']), f'{d["params"]:,}', _size(d['param_bytes']),
         _size(d['param_and_momentum_bytes'])] for d in report['devices']],
@@ -235,7 +228,7 @@ def format_report(report: dict) -> str:
     rows = [[r['crossing'], r['direction'], r['kind'], r['axis'], str(r['ops']),
              r['shapes'][0] if r['tensors'] == 1 else f'{r["tensors"]} tensors',
              _size(r['bytes']), _size(r['sent_bytes'])] for r in summary]
-    lines += _table(['crossing', 'pass', 'kind', 'axis', 'ops', 'result shape',
+    lines += cli.format_table(['crossing', 'pass', 'kind', 'axis', 'ops', 'result shape',
                      'bytes', 'sent'], rows, right={4, 6, 7})
     for axis in report['mesh']:
       sent = sum(r['sent_bytes'] for r in summary if r['axis'] == axis)

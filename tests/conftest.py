@@ -40,3 +40,25 @@ def cifar10_subset(tmp_path_factory):
   with tarfile.open(CIFAR10_JPEG) as archive:
     archive.extractall(root, filter=_first_twenty)
   return root / 'cifar10'
+
+
+MOCK_EXAMPLES = 24  # Per split: TFDS's mock gives every split the same count.
+
+
+@pytest.fixture
+def mock_cifar10(tmp_path):
+  """A TFDS data_dir where 'cifar10' reads as prepared, with mock examples.
+
+  The mock takes split sizes from metadata files, as in Flax's ImageNet
+  example test; use inside the fixture (the mock is active while it yields).
+  """
+  import tensorflow_datasets as tfds
+  builder = tfds.builder('cifar10', data_dir=str(tmp_path))
+  builder.info.set_splits(tfds.core.SplitDict([
+      tfds.core.SplitInfo(name=name, shard_lengths=[MOCK_EXAMPLES], num_bytes=0)
+      for name in ('train', 'test')]))
+  Path(builder.data_dir).mkdir(parents=True)
+  builder.info.write_to_directory(builder.data_dir)
+  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES, data_dir=str(tmp_path),
+                              policy=tfds.testing.MockPolicy.USE_FILES):
+    yield tmp_path

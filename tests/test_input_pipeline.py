@@ -7,12 +7,10 @@ small subset of the real CIFAR-10 JPEGs in ../shared when present.
 
 import hashlib
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
 from alexnet_jax import input_pipeline
 from alexnet_jax.errors import UserError
@@ -150,21 +148,11 @@ def test_wrong_split_names_the_splits(shapes):
 # A named TFDS dataset, mocked.
 
 
-def test_named_tfds_dataset_through_mock_data(tmp_path):
-  # The mock reads split sizes from metadata files, as in Flax's ImageNet
-  # example; it yields num_examples for every split, so both get 24.
-  builder = tfds.builder('cifar10', data_dir=str(tmp_path))
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=name, shard_lengths=[24], num_bytes=0)
-      for name in ('train', 'test')]))
-  Path(builder.data_dir).mkdir(parents=True)
-  builder.info.write_to_directory(builder.data_dir)
-  config = _config(tmp_path, dataset='cifar10', eval_split='test')
-  with tfds.testing.mock_data(num_examples=24, data_dir=str(tmp_path),
-                              policy=tfds.testing.MockPolicy.USE_FILES):
-    info = input_pipeline.dataset_info(config)
-    batch = next(input_pipeline.train_batches(config))
-    evals = list(input_pipeline.eval_batches(config))
+def test_named_tfds_dataset_through_mock_data(mock_cifar10):
+  config = _config(mock_cifar10, dataset='cifar10', eval_split='test')
+  info = input_pipeline.dataset_info(config)
+  batch = next(input_pipeline.train_batches(config))
+  evals = list(input_pipeline.eval_batches(config))
   assert info == input_pipeline.DatasetInfo(10, 24, 24)
   assert batch['image'].shape == (8, 67, 67, 3)
   assert sum(b['mask'].sum() for b in evals) == 24

@@ -146,26 +146,16 @@ def test_trains_on_real_cifar10_jpegs_as_a_folder(tmp_path, cifar10_subset):
   assert len(losses) == 3 and all(0 < l < 10 for l in losses)
 
 
-def test_trains_on_a_named_tfds_dataset_through_mock_data(tmp_path):
-  import tensorflow_datasets as tfds
+def test_trains_on_a_named_tfds_dataset_through_mock_data(mock_cifar10):
   from alexnet_jax import train
   from configs import two_gpu
-  # Split sizes come from metadata files, as in Flax's ImageNet example test.
-  builder = tfds.builder('cifar10', data_dir=str(tmp_path))
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=name, shard_lengths=[32], num_bytes=0)
-      for name in ('train', 'test')]))
-  Path(builder.data_dir).mkdir(parents=True)
-  builder.info.write_to_directory(builder.data_dir)
   config = two_gpu.get_config('tiny')
   config.dataset, config.eval_split = 'cifar10', 'test'
-  config.data_dir = str(tmp_path)
-  with tfds.testing.mock_data(num_examples=32, data_dir=str(tmp_path),
-                              policy=tfds.testing.MockPolicy.USE_FILES):
-    summary = train.train_and_evaluate(config, str(tmp_path / 'w'))
+  config.data_dir = str(mock_cifar10)
+  summary = train.train_and_evaluate(config, str(mock_cifar10 / 'w'))
   assert summary['steps'] == 4 and summary['mesh'] == {'data': 1, 'model': 2}
   assert 0.0 <= summary['eval_top1'] <= 1.0
-  assert (tmp_path / 'w' / 'checkpoints' / '4').exists()
+  assert (mock_cifar10 / 'w' / 'checkpoints' / '4').exists()
 
 
 def test_keeps_the_last_checkpoints_and_the_best_by_eval_top1(tmp_path, data_dir):
