@@ -86,8 +86,7 @@ def placements(config, num_devices: int) -> list[Placement]:
   for name, d, m in wanted:
     placed = with_mesh(config, d, m)
     try:
-      validation.validate(placed, num_devices=num_devices,
-                          num_processes=jax.process_count())
+      validation.validate(placed, num_devices=num_devices)
     except UserError as e:
       raise UserError(f'The benchmark runs the config on a {name} mesh'
                       f' (mesh.data={d}, mesh.model={m}), which it rejects: {e}'

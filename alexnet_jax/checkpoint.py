@@ -145,7 +145,8 @@ class Checkpointer:
         force=True,
     )
     self.manager.wait_until_finished()
-    self._write_manifest(step)
+    if jax.process_index() == 0:  # Every process's part is written by now.
+      self._write_manifest(step)
 
   def check_compatible(self, signature: dict) -> None:
     """Refuses a workdir whose newest checkpoint has other parameter shapes."""
@@ -212,7 +213,7 @@ class Checkpointer:
     again; the damaged ones go to `WORKDIR/checkpoints_damaged/STEP` for
     a person to look at.
     """
-    if not steps:
+    if not steps or jax.process_index() != 0:
       return
     aside = self.directory.parent / 'checkpoints_damaged'
     aside.mkdir(exist_ok=True)

@@ -4,6 +4,7 @@ A problem the user can fix ends the program with one paragraph on stderr and
 exit status 2, never a traceback, and always before anything compiles.
 """
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -76,24 +77,52 @@ def _load_config(argv: list[str]):
     return None
 
 
-def provide_host_devices(config) -> None:
+@dataclasses.dataclass(frozen=True)
+class Processes:
+  """Where this process sits in a multi-process run (`jax.distributed`)."""
+  coordinator_address: str = ''  # host:port of process 0; '' = one process.
+  num_processes: int = 1
+  process_id: int = 0
+
+
+def define_process_flags():
+  """Flags for runs over several processes, e.g. one per host or per GPU."""
+  holders = (
+      flags.DEFINE_string('coordinator_address', '', 'host:port of process 0'
+                          ' for jax.distributed; empty for a single process.'),
+      flags.DEFINE_integer('num_processes', 1, 'Processes in the run.'),
+      flags.DEFINE_integer('process_id', 0, 'This process, 0..num_processes-1.'),
+  )
+  return lambda: Processes(*(h.value for h in holders))
+
+
+def provide_host_devices(config, num_processes: int = 1) -> None:
   """On CPU, gives JAX as many host devices as the mesh needs (before it starts).
 
-  Has no effect on GPUs or TPUs, nor when XLA_FLAGS already sets a count.
+  Split evenly over the processes. Has no effect on GPUs or TPUs, nor when
+  XLA_FLAGS already sets a count.
   """
   if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
     return
   import jax  # pylint: disable=import-outside-toplevel
   data = config.mesh.data if config.mesh.data > 0 else 1
-  jax.config.update('jax_num_cpu_devices', max(1, data * config.mesh.model))
+  needed = max(1, data * config.mesh.model)
+  jax.config.update('jax_num_cpu_devices', max(1, -(-needed // num_processes)))
 
 
-def check(config, workdir: str | None = None) -> None:
-  """Validates `config` against the devices there are; raises UserError."""
-  provide_host_devices(config)
+def check(config, workdir: str | None = None,
+          processes: Processes = Processes()) -> None:
+  """Starts JAX (all processes, if several) and validates `config` against the
+  devices there are; raises UserError."""
+  provide_host_devices(config, processes.num_processes)
   import jax  # pylint: disable=import-outside-toplevel
-  validation.validate(config, num_devices=jax.device_count(),
-                      num_processes=jax.process_count(), workdir=workdir)
+  if processes.coordinator_address:
+    if not 0 <= processes.process_id < processes.num_processes:
+      raise UserError(f'--process_id={processes.process_id} must be in'
+                      f' [0, --num_processes={processes.num_processes}).')
+    jax.distributed.initialize(processes.coordinator_address,
+                               processes.num_processes, processes.process_id)
+  validation.validate(config, num_devices=jax.device_count(), workdir=workdir)
 
 
 def format_table(header: list[str], rows: list[list[str]],

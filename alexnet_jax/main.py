@@ -17,12 +17,13 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and logs; running'
     ' again with the same one resumes.', required=True)
 _CONFIG = cli.define_config_flag()
+_PROCESSES = cli.define_process_flags()
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
-  cli.check(config, workdir=_WORKDIR.value)  # Before JAX starts.
+  cli.check(config, workdir=_WORKDIR.value, processes=_PROCESSES())
   from alexnet_jax import train  # Brings in TensorFlow: only for a good config.
   try:
     summary = train.train_and_evaluate(config, _WORKDIR.value)

@@ -22,6 +22,7 @@ from typing import Any
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
+import numpy as np
 
 from alexnet_jax.errors import UserError
 
@@ -71,6 +72,27 @@ def param_sharding(mesh: Mesh) -> NamedSharding:
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXIS))
+
+
+def process_data_shard(mesh: Mesh) -> tuple[int, int]:
+  """(index, count): which slice of each global batch this process loads.
+
+  A process feeds the rows of the `data` positions its devices sit on. Over
+  `model` it holds the same rows as its peers (towers read the same images),
+  so two processes holding one tower each both load the whole batch.
+  """
+  data_axis = mesh.axis_names.index(DATA)
+  positions = sorted({
+      index[data_axis] for index, device in np.ndenumerate(mesh.devices)
+      if device.process_index == jax.process_index()})
+  block = len(positions)
+  if positions != list(range(positions[0], positions[0] + block)) or (
+      mesh.shape[DATA] % block):
+    raise UserError(
+        f'Process {jax.process_index()} holds data positions {positions} of'
+        f' the mesh {dict(mesh.shape)}; each process must hold an equal,'
+        ' contiguous block. Use the same number of devices in every process.')
+  return positions[0] // block, mesh.shape[DATA] // block
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

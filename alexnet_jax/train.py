@@ -200,9 +200,9 @@ def make_eval_step(graphdef):
 
 def evaluate(config, eval_step, params, mesh) -> dict[str, float]:
   totals = None
+  index, count = parallel.process_data_shard(mesh)
   for batch in input_pipeline.eval_batches(
-      config, process_index=jax.process_index(),
-      process_count=jax.process_count()):
+      config, process_index=index, process_count=count):
     out = eval_step(params, device_batch(batch, mesh))
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
   totals = jax.device_get(totals)
@@ -291,9 +291,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
   train_step = make_train_step(config, graphdef, lr_fn, shardings)
   eval_step = make_eval_step(graphdef)
+  index, count = parallel.process_data_shard(mesh)
   batches = input_pipeline.train_batches(
-      config, start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      config, start_step=start_step, process_index=index, process_count=count)
 
   eval_metrics: dict[str, float] = {}
   status = 'completed'
@@ -375,6 +375,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       'wall_seconds': time.time() - start_time,
       'devices': [str(d) for d in mesh.devices.flat],
       'mesh': dict(mesh.shape),
+      'processes': jax.process_count(),
       **eval_metrics,
   }
   if is_chief:

@@ -53,7 +53,7 @@ def _positive(config, *names: str) -> None:
       raise UserError(f'{name} must be positive, got {value!r}.')
 
 
-def validate(config, *, num_devices: int, num_processes: int = 1,
+def validate(config, *, num_devices: int,
              workdir: str | None = None) -> tuple[int, int]:
   """Raises UserError for anything wrong; returns the (data, model) mesh shape."""
   _positive(config, 'batch_size', 'optimizer.learning_rate', 'eval_every_steps',
@@ -91,11 +91,10 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
     raise UserError(f'strategy=data keeps every tower on each device, so'
                     f' mesh.model must be 1; got {config.mesh.model}.')
   data, model = parallel.mesh_shape(config, num_devices)
-  if config.batch_size % (data * num_processes):
+  if config.batch_size % data:
     raise UserError(
         f'batch_size={config.batch_size} does not divide over the {data}'
-        f' device(s) of the data axis{f" and {num_processes} processes" if num_processes > 1 else ""}:'
-        f' use a multiple of {data * num_processes}.')
+        f' device(s) of the data axis: use a multiple of {data}.')
 
   if workdir is not None:
     path = Path(workdir)
