@@ -39,6 +39,12 @@ def start_module(module, *args):
                           stderr=subprocess.PIPE, text=True)
 
 
+def finish(process: subprocess.Popen, timeout: float = 300):
+  """Waits for a started CLI: (exit status, stdout, stderr)."""
+  stdout, stderr = process.communicate(timeout=timeout)
+  return process.returncode, stdout, stderr
+
+
 def start_cli(workdir, *overrides, **kwargs):
   return subprocess.Popen(cli_command(workdir, *overrides, **kwargs), cwd=ROOT,
                           env=cli_env(), text=True, stdout=subprocess.PIPE,

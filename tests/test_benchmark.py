@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from clirun import start_module
+from clirun import finish, start_module
 
 TINY = ('--config=configs/two_gpu.py:tiny', '--steps=2', '--warmup=1',
         '--repeats=1')
@@ -19,11 +19,6 @@ TINY = ('--config=configs/two_gpu.py:tiny', '--steps=2', '--warmup=1',
 
 def start_cli(*args) -> subprocess.Popen:
   return start_module('alexnet_jax.benchmark', *args)
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-  stdout, stderr = process.communicate(timeout=300)
-  return process.returncode, stdout, stderr
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ from flax import nnx
 import jax
 import pytest
 
-from clirun import start_module
+from clirun import finish, start_module
 
 from alexnet_jax import hlo
 from alexnet_jax import inspect
@@ -149,11 +149,6 @@ def test_hlo_reader_handles_async_iota_and_mesh_groups():
 
 def start_cli(*args) -> subprocess.Popen:
   return start_module('alexnet_jax.inspect', *args)
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-  stdout, stderr = process.communicate(timeout=180)
-  return process.returncode, stdout, stderr
 
 
 @pytest.fixture(scope='module')
