@@ -6,7 +6,6 @@ model (parallel.py), so nothing here is per layer.
 """
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -81,43 +80,33 @@ def _is_kernel(path) -> bool:
   return str(getattr(path[-1], 'key', path[-1])) == 'kernel'
 
 
-def create_train_state(config, mesh) -> tuple[nnx.GraphDef, TrainState]:
-  """Builds the state already sharded: no device ever holds more than its part."""
-  abstract = nnx.eval_shape(lambda: model_lib.create(config))
-  graphdef, _ = nnx.split(abstract)
-  shardings = state_shardings(abstract_state(config), mesh)
-
-  @functools.partial(jax.jit, out_shardings=shardings)
-  def init():
-    params = nnx.state(model_lib.create(config), nnx.Param)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        momentum=jax.tree.map(jnp.zeros_like, params),
-        rng=jax.random.key_data(model_lib.prng_key(config.seed + 1)),
-        lr_scale=jnp.ones((), jnp.float32),
-        best_eval_top1=jnp.full((), -1.0, jnp.float32),
-        evals_since_best=jnp.zeros((), jnp.int32),
-        num_decays=jnp.zeros((), jnp.int32),
-    )
-
-  with jax.set_mesh(mesh):
-    return graphdef, init()
+def initial_state(config) -> TrainState:
+  """The state before step 1 (traced by `abstract_state` and `create_train_state`)."""
+  params = nnx.state(model_lib.create(config), nnx.Param)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      momentum=jax.tree.map(jnp.zeros_like, params),
+      rng=jax.random.key_data(model_lib.prng_key(config.seed + 1)),
+      lr_scale=jnp.ones((), jnp.float32),
+      best_eval_top1=jnp.full((), -1.0, jnp.float32),
+      evals_since_best=jnp.zeros((), jnp.int32),
+      num_decays=jnp.zeros((), jnp.int32),
+  )
 
 
 def abstract_state(config) -> TrainState:
   """Shapes and dtypes of the state, without computing anything."""
+  return jax.eval_shape(lambda: initial_state(config))
 
-  def init():
-    params = nnx.state(model_lib.create(config), nnx.Param)
-    zero_i, zero_f = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
-    return TrainState(step=zero_i, params=params,
-                      momentum=jax.tree.map(jnp.zeros_like, params),
-                      rng=jax.random.key_data(model_lib.prng_key(0)),
-                      lr_scale=zero_f, best_eval_top1=zero_f,
-                      evals_since_best=zero_i, num_decays=zero_i)
 
-  return jax.eval_shape(init)
+def create_train_state(config, mesh) -> tuple[nnx.GraphDef, TrainState]:
+  """Builds the state already sharded: no device ever holds more than its part."""
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: model_lib.create(config)))
+  shardings = state_shardings(abstract_state(config), mesh)
+  init = jax.jit(lambda: initial_state(config), out_shardings=shardings)
+  with jax.set_mesh(mesh):
+    return graphdef, init()
 
 
 def state_shardings(state: TrainState, mesh) -> TrainState:
