@@ -7,6 +7,7 @@ import errno
 import json
 from pathlib import Path
 import random
+import re
 import signal
 import time
 
@@ -215,3 +216,123 @@ def test_bad_image_is_named_or_skipped_and_counted(tmp_path, image_folder):
                  '--config.input.skip_bad_images=True', data_dir=root)
   assert 'Skipped 1 bad' in proc.stderr and 'broken.jpg' in proc.stderr
   assert json.loads((tmp_path / 'b' / 'summary.json').read_text())['steps'] == 2
+
+
+# The workdir (alexnet_jax/workdir.py): paths, outputs, the lock, the history.
+
+
+def test_glob_characters_in_the_workdir_are_refused_naming_them(tmp_path):
+  from alexnet_jax import workdir
+  from alexnet_jax.errors import UserError
+  for name, shown in (('lr[1]', "'[' and ']'"), ('a*b', "'*'"), ('q?', "'?'")):
+    with pytest.raises(UserError, match=re.escape(shown)):
+      workdir.check_path(tmp_path / 'runs' / name)
+  assert workdir.check_path(tmp_path / 'lr-1') == tmp_path / 'lr-1'
+
+
+@pytest.mark.parametrize('make, expected', [
+    (lambda w: (w / 'metrics.jsonl').mkdir(parents=True), 'is a directory'),
+    (lambda w: (w.mkdir(), (w / 'checkpoints').write_text('')), 'is a file'),
+    (lambda w: (w.parent / 'blocker').write_text(''), 'not a directory'),
+])
+def test_unusable_outputs_are_named_at_start(tmp_path, make, expected):
+  from alexnet_jax import workdir
+  from alexnet_jax.errors import UserError
+  w = tmp_path / 'w'
+  make(w)
+  if expected == 'not a directory':
+    w = tmp_path / 'blocker' / 'w'
+  with pytest.raises(UserError, match=expected):
+    workdir.check_outputs(w)
+
+
+def test_read_only_checkpoints_are_named_by_their_cause(tmp_path, monkeypatch):
+  from alexnet_jax import workdir
+  from alexnet_jax.errors import UserError
+  (tmp_path / 'checkpoints').mkdir()
+  real = workdir.tempfile.mkstemp
+
+  def mkstemp(*args, dir=None, **kwargs):  # pylint: disable=redefined-builtin
+    if Path(dir).name == 'checkpoints':  # As a read-only mount answers.
+      raise OSError(errno.EROFS, 'Read-only file system', str(dir))
+    return real(*args, dir=dir, **kwargs)
+
+  monkeypatch.setattr(workdir.tempfile, 'mkstemp', mkstemp)
+  with pytest.raises(UserError, match='checkpoints cannot be written: the file'
+                     ' system is mounted read-only'):
+    workdir.check_outputs(tmp_path)
+
+
+def test_save_errors_name_their_cause():
+  from alexnet_jax import workdir
+  for code, words in ((errno.ENOSPC, 'no space left'),
+                      (errno.EACCES, 'permission denied'),
+                      (errno.EROFS, 'read-only'),
+                      (errno.EEXIST, 'another run'),
+                      (errno.ENOTDIR, 'not a directory')):
+    assert words in workdir.os_error_cause(OSError(code, 'x', '/p'))
+
+
+def test_a_second_lock_on_a_workdir_names_the_holder(tmp_path):
+  import os
+  import socket
+  from alexnet_jax import workdir
+  from alexnet_jax.errors import UserError
+  held = workdir.lock(tmp_path)
+  # flock conflicts between two opens even in one process, as between two runs.
+  with pytest.raises(UserError, match=f'process {os.getpid()} on host'
+                     f' {re.escape(socket.gethostname())}, started'):
+    workdir.lock(tmp_path)
+  held.release()
+  workdir.lock(tmp_path).release()  # Free again once released.
+
+
+def test_resume_refuses_changes_of_meaning_and_allows_the_rest(tmp_path):
+  from configs import default
+  from alexnet_jax import workdir
+  from alexnet_jax.errors import UserError
+  config = default.get_config('tiny')
+  workdir.record_start(tmp_path, config, start_step=0)
+  assert workdir.check_resume(tmp_path, config, latest_step=4, num_steps=8) == {}
+  assert workdir.check_resume(tmp_path, config, latest_step=None,
+                              num_steps=1) == {}
+
+  for key, value in (('batch_size', 16), ('model.width', 0.125),
+                     ('dataset', 'cifar10'), ('seed', 3)):
+    changed = default.get_config('tiny')
+    changed.update_from_flattened_dict({key: value})
+    with pytest.raises(UserError, match=f'{re.escape(key)}: .* then, .* now.*'
+                       'allow_config_change=True'):
+      workdir.check_resume(tmp_path, changed, latest_step=4, num_steps=8)
+    changed.allow_config_change = True
+    assert key in workdir.check_resume(tmp_path, changed, latest_step=4,
+                                       num_steps=8)
+
+  changed = default.get_config('tiny')
+  changed.num_train_steps, changed.optimizer.learning_rate = 9, 0.5
+  assert set(workdir.check_resume(tmp_path, changed, latest_step=4,
+                                  num_steps=9)) == {
+                                      'num_train_steps', 'optimizer.learning_rate'}
+  with pytest.raises(UserError, match='checkpoint at step 4, past this run.s 3'):
+    workdir.check_resume(tmp_path, config, latest_step=4, num_steps=3)
+
+  cosine = default.get_config('tiny')
+  cosine.optimizer.schedule = 'cosine'
+  workdir.record_start(tmp_path, cosine, start_step=4)
+  cosine.num_train_steps = 9  # Would bend the decay under the steps taken.
+  with pytest.raises(UserError, match='num_train_steps: 4 then, 9 now'):
+    workdir.check_resume(tmp_path, cosine, latest_step=4, num_steps=9)
+  history = [json.loads(l) for l in
+             (tmp_path / 'config_history.jsonl').read_text().splitlines()]
+  assert [h['start_step'] for h in history] == [0, 4]
+  assert history[1]['config']['optimizer']['schedule'] == 'cosine'
+
+
+def test_metrics_rows_past_the_restored_step_are_dropped(tmp_path):
+  from alexnet_jax import workdir
+  rows = [{'step': s, 'train_loss': 1.0} for s in (1, 2, 3, 4, 3, 4)]
+  text = ''.join(json.dumps(r) + '\n' for r in rows) + '{"step": 5, "tr'
+  (tmp_path / 'metrics.jsonl').write_text(text)
+  assert workdir.truncate_metrics(tmp_path, 2) == 5  # Incl. the cut line.
+  assert read_metrics(tmp_path) == rows[:2]
+  assert workdir.truncate_metrics(tmp_path, 2) == 0
