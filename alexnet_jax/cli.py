@@ -11,10 +11,12 @@ import logging
 import os
 import sys
 import textwrap
+import traceback
 
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
+import ml_collections
 from ml_collections import config_flags
 
 from alexnet_jax import validation
@@ -39,6 +41,16 @@ def run(main, config_flag) -> None:
   """`absl.app.run` with flag and config errors turned into one paragraph."""
 
   def parse(argv):
+    spec = _config_spec(argv)
+    if spec is not None:
+      try:
+        # Run the file once here, where a failure can be named; the flag
+        # library would let a RuntimeError or SyntaxError out as a traceback.
+        load_config_file(spec)
+      except UserError as e:
+        if _verbose(argv) and e.__cause__ is not None:
+          _print_user_traceback(e.__cause__)
+        fail(str(e))
     try:
       return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
@@ -50,6 +62,11 @@ def run(main, config_flag) -> None:
     logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
     if not flags.FLAGS['verbosity'].present:
       absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax is chatty at INFO.
+    if config_flag.value is None:
+      fail('No --config given: name a config file, e.g.'
+           ' --config=configs/two_gpu.py:demo (the demo) or'
+           ' --config=configs/default.py (the paper\'s recipe); every setting'
+           ' is listed in configs/default.py.')
     try:
       config_flag.value.get('seed')  # Loads the file: a bad path fails here.
     except OSError as e:
@@ -64,16 +81,90 @@ def run(main, config_flag) -> None:
   app.run(guarded, flags_parser=parse)
 
 
-def _load_config(argv: list[str]):
-  """The --config file's config, without overrides (for error hints only)."""
-  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), '')
-  path, _, arg = spec.partition(':')
+def _config_spec(argv: list[str]) -> str | None:
+  """The value of --config (FILE[:ARG]) in argv, or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _verbose(argv: list[str]) -> bool:
+  """--verbosity=1 (or higher) on the command line, before flags are parsed."""
+  for i, arg in enumerate(argv):
+    for name in ('--verbosity', '-v'):
+      value = (arg.split('=', 1)[1] if arg.startswith(name + '=') else
+               argv[i + 1] if arg == name and i + 1 < len(argv) else None)
+      if value is not None and value.lstrip('-').isdigit():
+        return int(value) >= 1
+  return False
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Runs FILE's get_config(ARG) as --config=FILE[:ARG] does; UserError if it fails.
+
+  The message names the file, the line and the error; the file's own
+  traceback is the UserError's cause (printed under --verbosity=1).
+  """
+  path, *arg = spec.split(':', 1)
+  if not os.path.isfile(path):
+    raise UserError(
+        f'--config={spec}: there is no file {path!r}'
+        f' (looked from {os.getcwd()}). Config files are Python files such as'
+        ' configs/two_gpu.py, optionally followed by :ARG (e.g. :demo).')
   try:
-    module_spec = importlib.util.spec_from_file_location('_config_hint', path)
+    module_spec = importlib.util.spec_from_file_location('_config_file', path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
-  except Exception:  # pylint: disable=broad-except
+    if not hasattr(module, 'get_config'):
+      raise UserError(f'The config file {path} defines no get_config(arg=None)'
+                      ' function; a config file returns its'
+                      ' ml_collections.ConfigDict from one, as'
+                      ' configs/default.py does.')
+    config = module.get_config(*arg)
+  except UserError:
+    raise
+  except BaseException as e:  # pylint: disable=broad-except
+    if isinstance(e, (KeyboardInterrupt, SystemExit)):
+      raise
+    raise UserError(
+        f'The config file {path} failed{_where(e, path)}: {type(e).__name__}:'
+        f' {" ".join(str(e).split()) or "(no message)"}. Fix the file and run'
+        ' again (--verbosity=1 prints its traceback).') from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(
+        f'get_config({", ".join(map(repr, arg))}) in {path} returned'
+        f' {type(config).__name__}, not an ml_collections.ConfigDict'
+        f'{" (a missing return statement?)" if config is None else ""}.'
+        ' Start from configs/default.py\'s get_config and change what you need.')
+  return config
+
+
+def _print_user_traceback(error: BaseException) -> None:
+  """The traceback of a config file's error, without this module's frames."""
+  report = traceback.TracebackException.from_exception(error)
+  report.stack = traceback.StackSummary.from_list(
+      [f for f in report.stack if f.filename != __file__
+       and not f.filename.startswith('<frozen')])
+  print(''.join(report.format()), end='', file=sys.stderr)
+
+
+def _where(error: BaseException, path: str) -> str:
+  """' at line N' of the config file where `error` arose, if it did there."""
+  if isinstance(error, SyntaxError) and error.lineno:
+    return f' at line {error.lineno}'
+  lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(frame.filename) == os.path.abspath(path)]
+  return f' at line {lines[-1]}' if lines else ''
+
+
+def _load_config(argv: list[str]):
+  """The --config file's config, without overrides (for error hints only)."""
+  try:
+    return load_config_file(_config_spec(argv) or '')
+  except UserError:
     return None
 
 

@@ -336,3 +336,47 @@ def test_metrics_rows_past_the_restored_step_are_dropped(tmp_path):
   assert workdir.truncate_metrics(tmp_path, 2) == 5  # Incl. the cut line.
   assert read_metrics(tmp_path) == rows[:2]
   assert workdir.truncate_metrics(tmp_path, 2) == 0
+
+
+# Config files that fail, and a missing --config: the file and the reason.
+
+
+@pytest.mark.parametrize('source, expected', [
+    ('def get_config(arg=None):\n  raise RuntimeError("no such sweep")\n',
+     'failed at line 2: RuntimeError: no such sweep'),
+    ('def get_config(arg=None)\n  return 1\n', 'failed at line 1: SyntaxError'),
+    ('import no_such_module\n', "ModuleNotFoundError: No module named"
+     " 'no_such_module'"),
+    ('def get_config(arg=None):\n  return {"batch_size": 8}\n',
+     'returned dict, not an ml_collections.ConfigDict'),
+    ('def get_config(arg=None):\n  pass\n', 'returned NoneType, .* missing return'),
+    ('x = 1\n', 'defines no get_config'),
+])
+def test_a_failing_config_file_is_named_with_its_reason(tmp_path, source,
+                                                        expected):
+  from alexnet_jax import cli
+  from alexnet_jax.errors import UserError
+  path = tmp_path / 'my_config.py'
+  path.write_text(source)
+  with pytest.raises(UserError, match=f'{re.escape(str(path))}.*{expected}'):
+    cli.load_config_file(f'{path}:arg')
+  with pytest.raises(UserError, match='there is no file'):
+    cli.load_config_file(str(tmp_path / 'missing.py'))
+
+
+@pytest.mark.parametrize('module', ['alexnet_jax.main', 'alexnet_jax.inspect',
+                                    'alexnet_jax.benchmark'])
+def test_failing_config_or_none_exits_2_in_every_cli(tmp_path, module):
+  from clirun import finish, start_module
+  path = tmp_path / 'raises.py'
+  path.write_text('def get_config(arg=None):\n  raise RuntimeError("boom")\n')
+  main = module.endswith('main')
+  args = [f'--workdir={tmp_path / "w"}', '--verbosity=1'] if main else []
+  rc, _, stderr = finish(start_module(module, f'--config={path}', *args))
+  assert rc == 2, stderr
+  assert f'{path} failed at line 2: RuntimeError: boom' in ' '.join(stderr.split())
+  # The user's own traceback only on request (--verbosity=1), never ours.
+  assert ('Traceback' in stderr) == main and 'alexnet_jax' not in stderr
+  if main:
+    rc, _, stderr = finish(start_module(module, *args))
+    assert rc == 2 and 'No --config given' in stderr, stderr
