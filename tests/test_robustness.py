@@ -380,3 +380,27 @@ def test_failing_config_or_none_exits_2_in_every_cli(tmp_path, module):
   if main:
     rc, _, stderr = finish(start_module(module, *args))
     assert rc == 2 and 'No --config given' in stderr, stderr
+
+
+# Memory: estimated from shapes before anything is allocated.
+
+
+def test_memory_estimate_counts_the_parameters_and_refuses_what_cannot_fit():
+  import jax
+  from configs import two_gpu
+  from alexnet_jax import memory, parallel
+  from alexnet_jax.errors import UserError
+  config = two_gpu.get_config()  # The full network, one tower per device.
+  mesh = parallel.make_mesh(config)
+  need = memory.estimate(config, mesh)
+  assert need.gradients == 60_965_224 * 4 // 2  # Caffe's count, float32, halved.
+  assert need.state >= 2 * need.gradients  # Parameters and momentum at least.
+  assert need.activations > 0 and need.devices == 2
+
+  for key, value in (('image_size', 100_000), ('model.width', 1000.0)):
+    huge = two_gpu.get_config('tiny')
+    huge.update_from_flattened_dict({key: value})
+    with pytest.raises(UserError, match=r'needs at least [\d,.]+ GiB to train,'
+                       ' more than the .* available'):
+      memory.check_fits(huge, mesh)
+  memory.check_fits(two_gpu.get_config('tiny'), mesh)  # Fits anywhere.
