@@ -32,6 +32,8 @@ def param_signature(abstract_params: Any) -> dict[str, list[int]]:
 
 
 MANIFEST = 'alexnet_jax_manifest.json'
+# The train state's layout: 2 = step, params, opt_state (optax), rng.
+FORMAT = 2
 
 
 def _sha256(path: Path) -> str:
@@ -139,7 +141,8 @@ class Checkpointer:
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave({'step': step, 'params': signature}),
+            meta=ocp.args.JsonSave({'step': step, 'format': FORMAT,
+                                     'params': signature}),
         ),
         metrics=metrics,
         force=True,
@@ -148,34 +151,35 @@ class Checkpointer:
     if jax.process_index() == 0:  # Every process's part is written by now.
       self._write_manifest(step)
 
-  def check_compatible(self, signature: dict) -> None:
-    """Refuses a workdir whose newest checkpoint has other parameter shapes."""
-    for step in reversed(self.steps()):
-      if self.damage(step):
-        continue  # restore_latest reports it and falls back.
-      try:
-        meta = self.manager.restore(
-            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-      except Exception:  # pylint: disable=broad-except
-        continue  # Damaged; restore() reports it and falls back.
-      if meta['params'] != signature:
-        diff = sorted(k for k in set(meta['params']) | set(signature)
-                      if meta['params'].get(k) != signature.get(k))
-        raise UserError(
-            f'The workdir holds checkpoints of a different model: step {step}'
-            f' in {self.directory} has other parameter shapes ({len(diff)}'
-            f' differ, e.g. {diff[0]}: {meta["params"].get(diff[0])} saved vs'
-            f' {signature.get(diff[0])} now). They were left untouched. Use a'
-            ' new --workdir, or the config that wrote them (see config.json'
-            ' in the workdir).')
-      return
+  def _refuse_if_foreign(self, step: int, signature: dict) -> None:
+    """Refuses a checkpoint of another model or of an older state format."""
+    meta = self.manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    if meta.get('format') != FORMAT:
+      raise UserError(
+          f'The checkpoint at step {step} in {self.directory} was written by an'
+          ' earlier version of alexnet_jax (its train state holds a hand-written'
+          ' momentum, not the optax state this version keeps), so it cannot be'
+          ' resumed; it was left untouched. Use a new --workdir.')
+    if meta['params'] != signature:
+      diff = sorted(k for k in set(meta['params']) | set(signature)
+                    if meta['params'].get(k) != signature.get(k))
+      raise UserError(
+          f'The workdir holds checkpoints of a different model: step {step}'
+          f' in {self.directory} has other parameter shapes ({len(diff)}'
+          f' differ, e.g. {diff[0]}: {meta["params"].get(diff[0])} saved vs'
+          f' {signature.get(diff[0])} now). They were left untouched. Use a'
+          ' new --workdir, or the config that wrote them (see config.json'
+          ' in the workdir).')
 
-  def restore_latest(self, abstract_state: Any) -> Restored | None:
+  def restore_latest(self, abstract_state: Any, signature: dict) -> Restored | None:
     """The newest checkpoint that reads back whole, or None if there is none.
 
-    A damaged newer one (a cut write, missing files) is reported and left in
-    place. If every checkpoint is damaged this is an error, never a silent
-    fresh start.
+    Each step's files are checked against its manifest once. The newest
+    readable step must be of this model (`signature`) and format, else this
+    refuses before anything is restored or compiled. A damaged newer one (a
+    cut write, missing files) is reported and set aside. If every checkpoint
+    is damaged this is an error, never a silent fresh start.
     """
     steps = self.steps()
     skipped = []
@@ -187,9 +191,12 @@ class Checkpointer:
         skipped.append(step)
         continue
       try:
+        self._refuse_if_foreign(step, signature)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state)))
+      except UserError:
+        raise
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('Checkpoint at step %d in %s cannot be read (%s: %s);'
                         ' trying an older one.', step, self.directory,

@@ -1,18 +1,22 @@
 """Shows how the network is split over devices and where the devices talk.
 
     python -m alexnet_jax.inspect --config=configs/two_gpu.py [--json]
+    python -m alexnet_jax.inspect --config=configs/two_gpu.py --strategies=towers,data,hybrid,fsdp
 
 Per layer: its output per tower, its parameters, the devices that hold each
 tower and whether it reads the other tower; then the bytes each device holds,
 and the collectives of the compiled train step, read from XLA's HLO (where the
 devices really talk, not where we think they do). `--json` prints the same as
-one JSON object.
+one JSON object. `--strategies` compiles the same network under each
+strategy on the same devices and prints the bytes each collective sends, side
+by side: what the 2012 split costs against the alternatives.
 
 Nothing runs and nothing of the 61M parameters is allocated: the state and
 the batch are abstract (shapes, dtypes and shardings), the train step is only
 compiled. About a minute on a 2-core CPU at full size, mostly the compile.
 """
 
+import dataclasses
 import json
 import math
 import sys
@@ -24,56 +28,53 @@ import jax.numpy as jnp
 
 from alexnet_jax import cli
 from alexnet_jax import hlo
-from alexnet_jax import model as model_lib
 from alexnet_jax import parallel
+from alexnet_jax import model as model_lib
+from alexnet_jax import step
+from alexnet_jax import validation
+from alexnet_jax.errors import UserError
 
-# Where the towers exchange data: the layers that read both (model.py) and
-# the softmax over all classes (parallel.Towers.exchange_logits). Each is a
-# named scope, so the HLO's op_name says which crossing a collective is.
-CROSSINGS = model_lib.READS_BOTH_TOWERS + ('softmax',)
-# Rows of the layer table: the layers and, between them, the pools.
-ROWS = ('conv1', 'pool1', 'conv2', 'pool2', 'conv3', 'conv4', 'conv5', 'pool5',
-        'fc6', 'fc7', 'fc8')
+def crossings(config) -> tuple[str, ...]:
+  """The named scopes where devices may talk (parallel.Towers), from the table:
+  layers that read both towers, the first fully connected layer (where the
+  2014 hybrid gathers the batch), fc weights gathered by FSDP, the softmax."""
+  layers = step.model_config(config).network.layers
+  dense = [l.name for l in layers if l.dense]
+  names = [l.name for l in layers if l.reads_both or l.name == dense[0]]
+  return tuple(names) + tuple(f'{n}_weights' for n in dense) + ('softmax',)
 
 
 def abstract_train_inputs(config, mesh):
-  """(graphdef, state, batch, state shardings), all abstract but sharded."""
-  # Not at the top: train imports TensorFlow (input pipeline), seconds that a
-  # bad config should not wait for.
-  from alexnet_jax import train  # pylint: disable=import-outside-toplevel
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(config)))
-  abstract = train.abstract_state(config)
-  shardings = train.state_shardings(abstract, mesh)
-  state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      abstract, shardings)
-  # The batch as input_pipeline yields it and train.device_batch places it.
-  size, batch_sharding = config.image_size, parallel.batch_sharding(mesh)
+  """(graphdef, state, batch), all abstract but sharded as the rules say."""
+  state = step.sharded_abstract_state(config, mesh)
+  # The batch as input_pipeline yields it and step.device_batch places it.
+  size = config.image_size
+  batch_sharding = parallel.batch_sharding(mesh, parallel.rules(config))
   batch = {
       'image': jax.ShapeDtypeStruct((config.batch_size, size, size, 3),
                                     jnp.float32, sharding=batch_sharding),
       'label': jax.ShapeDtypeStruct((config.batch_size,), jnp.int32,
                                     sharding=batch_sharding),
   }
-  return graphdef, state, batch, shardings
+  return step.model_graphdef(config), state, batch
 
 
 def compiled_train_step(config, mesh):
-  """The train step exactly as train.py jits it, compiled, never run."""
-  from alexnet_jax import train  # pylint: disable=import-outside-toplevel
-  graphdef, state, batch, shardings = abstract_train_inputs(config, mesh)
+  """The train step exactly as training jits it, compiled, never run."""
+  graphdef, state, batch = abstract_train_inputs(config, mesh)
   # The schedule is scalar arithmetic (no collectives); placeholder epoch and
   # step counts spare reading the dataset.
-  lr_fn = train.learning_rate_fn(config, steps_per_epoch=1, num_steps=1)
-  step = train.make_train_step(config, graphdef, lr_fn, shardings)
+  lr_fn = step.learning_rate_fn(config, steps_per_epoch=1, num_steps=1)
+  train_step = step.make_train_step(
+      config, graphdef, lr_fn, jax.tree.map(lambda x: x.sharding, state))
   with jax.set_mesh(mesh):
-    return step.lower(state, batch).compile()
+    return train_step.lower(state, batch).compile()
 
 
 def train_step_collectives(config, mesh) -> list[hlo.Collective]:
   return hlo.collectives(compiled_train_step(config, mesh).as_text(),
-                         dict(mesh.shape), scopes=CROSSINGS,
-                         data_axis=parallel.DATA)
+                         dict(mesh.shape), scopes=crossings(config),
+                         data_axis=parallel.rules(config).batch)
 
 
 def _towers_by_device(x: jax.ShapeDtypeStruct) -> dict[int, list[int]]:
@@ -91,14 +92,15 @@ def _shard_size(x: jax.ShapeDtypeStruct, index) -> int:
 
 def describe(config, mesh) -> dict:
   """Everything the report shows, as plain JSON-able values."""
-  _, state, _, _ = abstract_train_inputs(config, mesh)
-  towers = model_lib.VARIANTS[config.model.variant].towers
-  shapes = model_lib.layer_shapes(config)
+  _, state, _ = abstract_train_inputs(config, mesh)
+  cfg = step.model_config(config)
+  towers = cfg.network.towers
+  reads_both = {l.name: l.reads_both for l in cfg.network.layers}
   params = state.params
 
   layers = []
-  for name in ROWS:
-    leaves = jax.tree.leaves(params[name]) if name in model_lib.LAYERS else []
+  for name, shape in model_lib.layer_shapes(cfg).items():  # Layers and pools, in order.
+    leaves = jax.tree.leaves(params[name]) if name in reads_both else []
     size = sum(math.prod(x.shape) for x in leaves)
     by_tower = {t: set() for t in range(towers)}
     for x in leaves:
@@ -107,9 +109,9 @@ def describe(config, mesh) -> dict:
           by_tower[t].add(device)
     layers.append({
         'name': name,
-        'output_per_tower': list(shapes[name]),
+        'output_per_tower': list(shape),
         # Fig. 2: conv3 and fc6..fc8 read both towers, the rest their own.
-        'reads_other_tower': towers > 1 and name in model_lib.READS_BOTH_TOWERS,
+        'reads_other_tower': towers > 1 and reads_both.get(name, False),
         'params': size,
         'params_per_tower': size // towers,
         'devices_by_tower': ([sorted(by_tower[t]) for t in range(towers)]
@@ -127,13 +129,15 @@ def describe(config, mesh) -> dict:
     count, size = held_by(device, params)
     devices.append({'id': device.id, 'platform': device.platform,
                     'params': count, 'param_bytes': size,
-                    # Sec. 5's momentum v, as the train state shards it.
+                    # With the optimiser's state (Sec. 5's v), as sharded.
                     'param_and_momentum_bytes':
-                        size + held_by(device, state.momentum)[1]})
+                        size + held_by(device, state.opt_state)[1]})
 
   collectives = train_step_collectives(config, mesh)
   return {
       'variant': config.model.variant,
+      'strategy': config.strategy,
+      'rules': dataclasses.asdict(parallel.rules(config)),
       'image_size': config.image_size,
       'batch_size': config.batch_size,
       'dtype': config.dtype,
@@ -237,10 +241,60 @@ def format_report(report: dict) -> str:
   return '\n'.join(lines)
 
 
+def compare(config, strategies: list[str], num_devices: int) -> dict[str, dict]:
+  """describe() of the same network under each strategy, on its usual mesh
+  over the same devices (parallel.strategy_mesh_shape)."""
+  towers = step.model_config(config).network.towers
+  out = {}
+  for name in strategies:
+    placed = config.copy_and_resolve_references()
+    placed.strategy, placed.sharding_rules = name, ''
+    shape = parallel.strategy_mesh_shape(name, num_devices, towers)
+    placed.mesh.data, placed.mesh.model = shape['data'], shape['model']
+    validation.validate(placed, num_devices=num_devices)
+    out[name] = describe(placed, parallel.make_mesh(placed))
+  return out
+
+
+def format_comparison(reports: dict[str, dict]) -> str:
+  """One row per crossing, one column of bytes sent per device per step per strategy."""
+  keys = []
+  for report in reports.values():
+    for r in report['collectives_summary']:
+      key = (r['crossing'], r['direction'], r['kind'], r['axis'])
+      if key not in keys:
+        keys.append(key)
+  sent = {name: {(r['crossing'], r['direction'], r['kind'], r['axis']): r['sent_bytes']
+                 for r in report['collectives_summary']}
+          for name, report in reports.items()}
+  rows = [[*key] + [_size(sent[n][key]) if key in sent[n] else '-' for n in reports]
+          for key in keys]
+  rows.append(['total', '', '', ''] + [
+      _size(sum(sent[n].values())) for n in reports])
+  first = next(iter(reports.values()))
+  meshes = ', '.join(f'{n}: ' + ' x '.join(f'{k}={v}' for k, v in r['mesh'].items())
+                     for n, r in reports.items())
+  lines = [f'AlexNet {first["variant"]}, batch {first["batch_size"]}'
+           f' ({first["dtype"]}): bytes each device sends per train step, by'
+           f' strategy ({meshes}).', '']
+  lines += cli.format_table(['crossing', 'pass', 'kind', 'axis', *reports], rows,
+                            right=set(range(4, 4 + len(reports))))
+  return '\n'.join(lines)
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
   cli.check(config)  # Before JAX starts: host devices, then the config.
+  if _STRATEGIES.value:
+    names = [n for n in _STRATEGIES.value.split(',') if n]
+    unknown = [n for n in names if n not in parallel.STRATEGIES]
+    if unknown:
+      raise UserError(f'Unknown strategies {unknown} in --strategies; choose'
+                      f' from {", ".join(parallel.STRATEGIES)}.')
+    reports = compare(config, names, len(parallel.make_mesh(config).devices.flat))
+    print(json.dumps(reports) if _JSON.value else format_comparison(reports))
+    return
   report = describe(config, parallel.make_mesh(config))
   print(json.dumps(report) if _JSON.value else format_report(report))
   sys.stdout.flush()
@@ -251,4 +305,7 @@ if __name__ == '__main__':
   # to main.py, which defines its own --config.
   _CONFIG = cli.define_config_flag()
   _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object.')
+  _STRATEGIES = flags.DEFINE_string(
+      'strategies', '', 'Comma-separated strategies (parallel.STRATEGIES) to'
+      ' compare side by side, e.g. towers,data,hybrid,fsdp.')
   cli.run(main, _CONFIG)

@@ -1,10 +1,16 @@
 """AlexNet as in Krizhevsky, Sutskever and Hinton (NIPS 2012), Fig. 2 and Sec. 3.
 
-Every layer is two halves, "towers", stacked on the leading axis of its
+A network is one table (`NETWORKS`): a row per layer saying its kernel,
+stride, padding, LRN, pooling, dropout and whether it reads every tower.
+Construction, the forward pass, the shapes (traced), the parameters'
+logical axes, export and `inspect` all read that table and nothing else.
+
+Every layer is split into towers stacked on the leading axis of its
 parameters: conv1's kernel is (2, 11, 11, 3, 48), tower 0 first. Each tower
-reads its own half of the previous layer, except conv3, fc6, fc7 and fc8,
-which read both (`towers.exchange`, see parallel.py). Shapes below are for
-the paper's 227x227 input, per tower, batch B:
+reads its own half of the previous layer, except where the table says
+`reads_both` (conv3, fc6, fc7, fc8 in Fig. 2), which is where the towers
+exchange activations (`towers.exchange`, parallel.py). For the paper's
+227x227 input, per tower, batch B:
 
   image                                    (B, 227, 227, 3), both towers
   conv1 11x11/4, 48, ReLU, LRN, pool 3/2   (B, 27, 27, 48)
@@ -30,33 +36,86 @@ import jax.numpy as jnp
 import numpy as np
 
 from alexnet_jax import parallel
-from alexnet_jax.errors import UserError
-
-LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
-# Layers that read both towers (Fig. 2); the others read their own tower.
-READS_BOTH_TOWERS = ('conv3', 'fc6', 'fc7', 'fc8')
 
 
 @dataclasses.dataclass(frozen=True)
-class Variant:
+class Layer:
+  """One row of a network's table. Order within a row: op, ReLU, LRN, pool, dropout."""
+  name: str
+  features: int  # Kernels or units per tower at width 1; 0: the classes / towers.
+  kernel: int = 0  # Side of the square kernel; 0: fully connected.
+  stride: int = 1
+  padding: int = 0
+  lrn: bool = False  # Sec. 3.3.
+  pool: bool = False  # Sec. 3.4.
+  reads_both: bool = False  # Reads every tower: an exchange before it (Fig. 2).
+  dropout: bool = False  # Sec. 4.2.
+  bias_one: bool = False  # Sec. 5: bias 1 under init='paper' (ReLUs start positive).
+
+  @property
+  def dense(self) -> bool:
+    return self.kernel == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
   towers: int
-  conv: tuple[int, int, int, int, int]  # Kernels per tower, conv1..conv5.
-  fc: tuple[int, int]  # Units per tower, fc6, fc7.
-  conv1_padding: int = 0
+  layers: tuple[Layer, ...]  # The last one gives the logits (no ReLU).
 
 
-VARIANTS = {
+def _alexnet(towers, conv, fc, conv1_padding=0) -> Network:
+  """The 2012 layer stack (Fig. 2) with the given kernels/units per tower."""
+  return Network(towers, (
+      Layer('conv1', conv[0], 11, stride=4, padding=conv1_padding, lrn=True, pool=True),
+      Layer('conv2', conv[1], 5, padding=2, lrn=True, pool=True, bias_one=True),
+      Layer('conv3', conv[2], 3, padding=1, reads_both=True),
+      Layer('conv4', conv[3], 3, padding=1, bias_one=True),
+      Layer('conv5', conv[4], 3, padding=1, pool=True, bias_one=True),
+      Layer('fc6', fc, reads_both=True, dropout=True, bias_one=True),
+      Layer('fc7', fc, reads_both=True, dropout=True, bias_one=True),
+      Layer('fc8', 0, reads_both=True),
+  ))
+
+
+def _cifar(towers, conv, fc) -> Network:
+  """Fig. 2's crossings scaled to 32x32: 5x5 convolutions at stride 1 where the
+  2012 net has 11x11/4 and 5x5, so the maps go 32 -> 15 -> 7 -> 3."""
+  return Network(towers, (
+      Layer('conv1', conv[0], 5, padding=2, lrn=True, pool=True),
+      Layer('conv2', conv[1], 5, padding=2, lrn=True, pool=True, bias_one=True),
+      Layer('conv3', conv[2], 3, padding=1, reads_both=True),
+      Layer('conv4', conv[3], 3, padding=1, bias_one=True),
+      Layer('conv5', conv[4], 3, padding=1, pool=True, bias_one=True),
+      Layer('fc6', fc, reads_both=True, dropout=True, bias_one=True),
+      Layer('fc7', fc, reads_both=True, dropout=True, bias_one=True),
+      Layer('fc8', 0, reads_both=True),
+  ))
+
+
+NETWORKS = {
     # Fig. 2: 60,965,224 parameters, like Caffe's bvlc_alexnet with group: 2.
-    'two_tower': Variant(towers=2, conv=(48, 128, 192, 192, 128), fc=(2048, 2048)),
+    'two_tower': _alexnet(2, (48, 128, 192, 192, 128), 2048),
     # Sec. 3.2, footnote 2: the one-GPU net has half the kernels in conv1..conv4
     # but keeps conv5 and the fully connected layers at full size.
-    'one_tower': Variant(towers=1, conv=(48, 128, 192, 192, 256), fc=(4096, 4096)),
+    'one_tower': _alexnet(1, (48, 128, 192, 192, 256), 4096),
     # torchvision's alexnet (Krizhevsky 2014, "One weird trick"): one tower,
     # conv1 padded by 2 so 224 inputs give 55x55. Its adaptive 6x6 average
     # pool is the identity at 224 and is left out; its dropout sits before
     # fc6/fc7 rather than after (not modelled).
-    'owt': Variant(towers=1, conv=(64, 192, 384, 256, 256), fc=(4096, 4096),
-                   conv1_padding=2),
+    'owt': _alexnet(1, (64, 192, 384, 256, 256), 4096, conv1_padding=2),
+    # 32x32 (CIFAR-10) versions for the ablations of Sec. 3: two towers, and
+    # one tower of the same total width (Sec. 3.2's comparison).
+    'cifar_two_tower': _cifar(2, (32, 64, 96, 96, 64), 256),
+    'cifar_one_tower': _cifar(1, (64, 128, 192, 192, 128), 512),
+    # Sec. 3.1 (Fig. 1) and 3.3: the four-layer CNN of the CIFAR-10 claims,
+    # cuda-convnet's layers-18pct layout (three 5x5 convolutions, one
+    # classifier) in this project's order (ReLU, LRN, max-pool).
+    'cifar_4layer': Network(1, (
+        Layer('conv1', 32, 5, padding=2, lrn=True, pool=True),
+        Layer('conv2', 32, 5, padding=2, lrn=True, pool=True),
+        Layer('conv3', 64, 5, padding=2, pool=True),
+        Layer('fc4', 0, reads_both=True),
+    )),
 }
 
 # XLA's RngBitGenerator: as deterministic as threefry for a given backend and
@@ -71,10 +130,38 @@ def prng_key(seed: int) -> jax.Array:
 
 # Sec. 3.3: k=2, n=5, alpha=1e-4, beta=0.75.
 LRN_K, LRN_N, LRN_ALPHA, LRN_BETA = 2.0, 5, 1e-4, 0.75
-# Sec. 5: biases 1 in conv2, conv4, conv5, fc6 and fc7 (to give ReLUs positive
-# input early on), 0 elsewhere; weights N(0, 0.01).
-BIAS_ONE = ('conv2', 'conv4', 'conv5', 'fc6', 'fc7')
-INIT_STDDEV = 0.01
+INIT_STDDEV = 0.01  # Sec. 5: weights N(0, 0.01).
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'relu': jax.nn.relu,  # Sec. 3.1.
+    'tanh': jnp.tanh,  # The saturating baseline of Fig. 1.
+}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The network's settings (configs/default.py `model.*`, image_size, dtype)."""
+  variant: str = 'two_tower'
+  lrn: bool = True
+  lrn_convention: str = 'paper'  # 'paper' (= TensorFlow) or 'caffe' (alpha / n).
+  overlapping_pool: bool = True
+  activation: str = 'relu'
+  dropout_rate: float = 0.5
+  width: float = 1.0
+  num_classes: int = 1000
+  init: str = 'paper'  # 'paper' (Sec. 5) or 'he'.
+  image_size: int = 227
+  dtype: str = 'float32'  # Compute dtype; parameters stay float32.
+
+  @property
+  def network(self) -> Network:
+    return NETWORKS[self.variant]
+
+  def features(self, layer: Layer) -> int:
+    """Output channels or units per tower, width multiplier applied."""
+    if layer.features == 0:
+      return self.num_classes // self.network.towers
+    return max(1, round(layer.features * self.width))
 
 
 def lrn(x: jax.Array, *, n: int = LRN_N, k: float = LRN_K,
@@ -104,240 +191,192 @@ def max_pool(x: jax.Array, overlapping: bool) -> jax.Array:
                                (1, 2, 2, 1), 'VALID')
 
 
-def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
-  return (size + 2 * pad - kernel) // stride + 1
+def _layer_op(layer: Layer, x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """conv (NHWC, HWIO) or matrix product, plus bias: one tower of one layer."""
+  if layer.dense:
+    return x @ kernel + bias
+  # Two plain half-width convolutions, not one grouped convolution
+  # (feature_group_count=2): on CPU the grouped form ran ~3x slower.
+  return jax.lax.conv_general_dilated(
+      x, kernel, (layer.stride, layer.stride), [(layer.padding, layer.padding)] * 2,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
 
 
-def spatial_sizes(config) -> dict[str, int]:
-  """Side length after each stage, from the layer arithmetic alone."""
-  variant = VARIANTS[config.model.variant]
-  pool = (3, 2) if config.model.overlapping_pool else (2, 2)
-  s = {}
-  s['conv1'] = _conv_out(config.image_size, 11, 4, variant.conv1_padding)
-  s['pool1'] = _conv_out(s['conv1'], *pool, 0)
-  s['conv2'] = s['pool1']  # 5x5, pad 2.
-  s['pool2'] = _conv_out(s['conv2'], *pool, 0)
-  s['conv3'] = s['conv4'] = s['conv5'] = s['pool2']  # 3x3, pad 1.
-  s['pool5'] = _conv_out(s['conv5'], *pool, 0)
-  return s
+class TowerLayer(nnx.Module):
+  """One row of the table, split into towers: kernel (towers, [kh, kw,] in, out)."""
 
-
-def smallest_image_size(config) -> int:
-  probe = config.copy_and_resolve_references()
-  for size in range(1, 4096):
-    probe.image_size = size
-    if min(spatial_sizes(probe).values()) >= 1:
-      return size
-  raise AssertionError('unreachable')
-
-
-def widths(config) -> dict[str, int]:
-  """Output channels or units per tower for every layer, width multiplier applied."""
-  variant = VARIANTS[config.model.variant]
-  scale = lambda n: max(1, round(n * config.model.width))
-  out = {f'conv{i + 1}': scale(c) for i, c in enumerate(variant.conv)}
-  out['fc6'], out['fc7'] = (scale(f) for f in variant.fc)
-  out['fc8'] = config.model.num_classes // variant.towers
-  return out
-
-
-def validate(config) -> None:
-  """Model settings a user can get wrong, checked before anything compiles."""
-  m = config.model
-  if m.variant not in VARIANTS:
-    raise UserError(f'Unknown model.variant {m.variant!r}; choose one of '
-                    f'{", ".join(VARIANTS)}.')
-  towers = VARIANTS[m.variant].towers
-  if m.num_classes < 1 or m.num_classes % towers:
-    raise UserError(
-        f'model.num_classes={m.num_classes} must be a positive multiple of'
-        f' {towers}: each of the {towers} towers computes an equal share of'
-        ' the logits in fc8.')
-  if m.activation not in ACTIVATIONS:
-    raise UserError(f'Unknown model.activation {m.activation!r}; choose one of'
-                    f' {", ".join(ACTIVATIONS)}.')
-  if m.lrn_convention not in ('paper', 'caffe'):
-    raise UserError(f"model.lrn_convention must be 'paper' or 'caffe', got"
-                    f' {m.lrn_convention!r}.')
-  if m.init not in ('paper', 'he'):
-    raise UserError(f"model.init must be 'paper' or 'he', got {m.init!r}.")
-  if not 0.0 <= m.dropout_rate < 1.0:
-    raise UserError(f'model.dropout_rate must be in [0, 1), got {m.dropout_rate}.')
-  if not m.width > 0:
-    raise UserError(f'model.width must be positive, got {m.width}.')
-  if config.dtype not in DTYPES:
-    raise UserError(f'Unknown dtype {config.dtype!r}; choose one of'
-                    f' {", ".join(DTYPES)}.')
-  if min(spatial_sizes(config).values()) < 1:
-    raise UserError(
-        f'image_size={config.image_size} is too small for the {m.variant}'
-        f' network (overlapping_pool={m.overlapping_pool}): the feature maps'
-        ' shrink to nothing before pool5. The smallest image size that works'
-        f' is {smallest_image_size(config)}; the paper uses 227.')
-
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    'relu': jax.nn.relu,  # Sec. 3.1.
-    'tanh': jnp.tanh,  # The saturating baseline of Fig. 1.
-}
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-class TowerConv(nnx.Module):
-  """A convolution split into towers: kernel (towers, kh, kw, in, out)."""
-
-  def __init__(self, towers: int, size: int, in_features: int,
-               out_features: int, *, stride: int, padding: int, bias: float,
-               init: str, rngs: nnx.Rngs):
-    fan_in = size * size * in_features
-    std = INIT_STDDEV if init == 'paper' else math.sqrt(2.0 / fan_in)
-    shape = (towers, size, size, in_features, out_features)
-    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), shape))
+  def __init__(self, layer: Layer, towers: int, in_features: int,
+               out_features: int, *, bias: float, std: float, rngs: nnx.Rngs):
+    shape = (() if layer.dense else (layer.kernel, layer.kernel)) + (in_features, out_features)
+    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (towers, *shape)))
     self.bias = nnx.Param(jnp.full((towers, out_features), bias, jnp.float32))
-    self.stride, self.padding = stride, padding
+    self.layer = layer
 
-  def __call__(self, x: jax.Array, tower: int, dtype) -> jax.Array:
-    # Two plain half-width convolutions, not one grouped convolution
-    # (feature_group_count=2): on CPU the grouped form ran ~3x slower.
-    y = jax.lax.conv_general_dilated(
-        x.astype(dtype), self.kernel[tower].astype(dtype),
-        (self.stride, self.stride), [(self.padding, self.padding)] * 2,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return y + self.bias[tower].astype(dtype)
-
-
-class TowerDense(nnx.Module):
-  """A fully connected layer split into towers: kernel (towers, in, out)."""
-
-  def __init__(self, towers: int, in_features: int, out_features: int, *,
-               bias: float, init: str, rngs: nnx.Rngs):
-    std = INIT_STDDEV if init == 'paper' else math.sqrt(2.0 / in_features)
-    shape = (towers, in_features, out_features)
-    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), shape))
-    self.bias = nnx.Param(jnp.full((towers, out_features), bias, jnp.float32))
-
-  def __call__(self, x: jax.Array, tower: int, dtype) -> jax.Array:
-    return x.astype(dtype) @ self.kernel[tower].astype(dtype) + self.bias[tower].astype(dtype)
+  def __call__(self, x: jax.Array, tower: int, towers: parallel.Towers, dtype) -> jax.Array:
+    kernel = self.kernel[tower]
+    if self.layer.dense:  # FSDP stores fc kernels split over their inputs.
+      kernel = towers.gather_weights(kernel, self.layer.name)
+    return _layer_op(self.layer, x.astype(dtype), kernel.astype(dtype),
+                     self.bias[tower].astype(dtype))
 
 
 class AlexNet(nnx.Module):
-  """The network of Fig. 2, any variant of VARIANTS, split or not.
+  """Any network of NETWORKS, split over devices or not.
 
-  Call it inside `jax.set_mesh(mesh)` with a `model` axis of 2 to run one
-  tower per device; outside a mesh (or with `model=1`) it runs every tower
-  on each device with the same parameters and the same result.
+  Call it inside `jax.set_mesh(mesh)` to run it as the strategy's `rules`
+  place it (default: one tower per device on a `model` axis of 2); outside
+  a mesh it runs every tower on each device, with the same result.
   """
 
-  def __init__(self, config, *, rngs: nnx.Rngs):
-    validate(config)
-    m = config.model
-    self.variant = VARIANTS[m.variant]
-    self.num_towers = t = self.variant.towers
-    self.lrn_on, self.lrn_convention = m.lrn, m.lrn_convention
-    self.overlapping_pool = m.overlapping_pool
-    self.activation = m.activation
-    self.dropout_rate = m.dropout_rate
-    self.dtype = config.dtype
-    w = widths(config)
-    pool5 = spatial_sizes(config)['pool5']
-    # 'he' (He et al. 2015, as torchvision) starts every bias at 0.
-    bias = lambda name: 1.0 if m.init == 'paper' and name in BIAS_ONE else 0.0
-    conv = lambda name, size, cin, stride=1, pad=0: TowerConv(
-        t, size, cin, w[name], stride=stride, padding=pad, bias=bias(name),
-        init=m.init, rngs=rngs)
-    # fc8 keeps N(0, 0.01) under 'he' too, so the first logits are near zero.
-    dense = lambda name, cin: TowerDense(
-        t, cin, w[name], bias=bias(name),
-        init='paper' if name == 'fc8' else m.init, rngs=rngs)
-    self.conv1 = conv('conv1', 11, 3, stride=4, pad=self.variant.conv1_padding)
-    self.conv2 = conv('conv2', 5, w['conv1'], pad=2)
-    self.conv3 = conv('conv3', 3, t * w['conv2'], pad=1)  # Reads both towers.
-    self.conv4 = conv('conv4', 3, w['conv3'], pad=1)
-    self.conv5 = conv('conv5', 3, w['conv4'], pad=1)
-    self.fc6 = dense('fc6', t * w['conv5'] * pool5 * pool5)  # Reads both towers.
-    self.fc7 = dense('fc7', t * w['fc6'])  # Reads both towers.
-    self.fc8 = dense('fc8', t * w['fc7'])  # Reads both towers.
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    net = cfg.network
+    in_shapes = input_shapes(cfg)
+    for layer in net.layers:
+      in_features = in_shapes[layer.name][-1]  # After its exchange (and flattening).
+      fan_in = in_features * (1 if layer.dense else layer.kernel ** 2)
+      he = cfg.init == 'he' and layer is not net.layers[-1]  # The logits keep N(0, 0.01).
+      setattr(self, layer.name, TowerLayer(
+          layer, net.towers, in_features, cfg.features(layer),
+          bias=1.0 if cfg.init == 'paper' and layer.bias_one else 0.0,
+          std=math.sqrt(2.0 / fan_in) if he else INIT_STDDEV, rngs=rngs))
 
   def __call__(self, images: jax.Array, *, train: bool = False,
-               rng: jax.Array | None = None) -> jax.Array:
+               rng: jax.Array | None = None,
+               rules: parallel.Rules | None = None) -> jax.Array:
     """(B, S, S, 3) images -> (B, num_classes) float32 logits."""
-    if train and self.dropout_rate > 0 and rng is None:
+    if train and self.cfg.dropout_rate > 0 and rng is None:
       raise ValueError('Training with dropout needs an `rng` key.')
     rng = prng_key(0) if rng is None else rng
     graphdef, params = nnx.split(self)
 
     def towers_fn(params, images, rng, towers):
-      return nnx.merge(graphdef, params).forward(images, towers, train=train,
-                                                 rng=rng)
+      return nnx.merge(graphdef, params).forward(images, towers, train=train, rng=rng)
 
-    return parallel.run_towers(towers_fn, params, images, rng, self.num_towers)
+    return parallel.run_towers(towers_fn, params, param_axes(params), images,
+                               rng, self.cfg.network.towers, rules)
 
   def forward(self, x: jax.Array, towers: parallel.Towers, *, train: bool,
               rng: jax.Array, record: Callable[[str, jax.Array], None] | None = None,
               ) -> jax.Array:
     """The towers in `towers.ids`; this module holds exactly their parameters."""
-    dtype = DTYPES[self.dtype]
-    act = ACTIVATIONS[self.activation]
-    local = range(len(towers.ids))
-    record = record or (lambda name, h: None)
-
-    def norm(h):
-      return lrn(h, convention=self.lrn_convention) if self.lrn_on else h
-
-    def pool(h):
-      return max_pool(h, self.overlapping_pool)
-
-    def dropout(h, layer, i):
-      if not train or self.dropout_rate == 0:
-        return h
-      # Independent masks per layer, tower and (see run_towers) data shard.
-      key = jax.random.fold_in(jax.random.fold_in(rng, layer), towers.ids[i])
-      keep = jax.random.bernoulli(key, 1.0 - self.dropout_rate, h.shape)
-      return jnp.where(keep, h / (1.0 - self.dropout_rate), 0).astype(h.dtype)
-
-    def per_tower(name, f, hs):
-      out = [f(h, i) for h, i in zip(hs, local)]
-      record(name, out[0])
-      return out
-
-    x = x.astype(dtype)  # (B, 227, 227, 3), both towers read the image.
-    h = per_tower('conv1', lambda x, i: act(self.conv1(x, i, dtype)), [x] * len(local))  # (B, 55, 55, 48)
-    h = per_tower('pool1', lambda h, i: pool(norm(h)), h)  # (B, 27, 27, 48)
-    h = per_tower('conv2', lambda h, i: act(self.conv2(h, i, dtype)), h)  # (B, 27, 27, 128)
-    h = per_tower('pool2', lambda h, i: pool(norm(h)), h)  # (B, 13, 13, 128)
-    h = towers.exchange(h, 'conv3')  # conv3 reads both towers: (B, 13, 13, 256)
-    h = per_tower('conv3', lambda h, i: act(self.conv3(h, i, dtype)), h)  # (B, 13, 13, 192)
-    h = per_tower('conv4', lambda h, i: act(self.conv4(h, i, dtype)), h)  # (B, 13, 13, 192)
-    h = per_tower('conv5', lambda h, i: act(self.conv5(h, i, dtype)), h)  # (B, 13, 13, 128)
-    h = per_tower('pool5', lambda h, i: pool(h), h)  # (B, 6, 6, 128)
-    h = towers.exchange(h, 'fc6')  # fc6 reads both towers: (B, 6, 6, 256)
-    h = [h.reshape(h.shape[0], -1) for h in h]  # (B, 9216)
-    h = per_tower('fc6', lambda h, i: dropout(act(self.fc6(h, i, dtype)), 6, i), h)  # (B, 2048)
-    h = towers.exchange(h, 'fc7')  # fc7 reads both towers: (B, 4096)
-    h = per_tower('fc7', lambda h, i: dropout(act(self.fc7(h, i, dtype)), 7, i), h)  # (B, 2048)
-    h = towers.exchange(h, 'fc8')  # fc8 reads both towers: (B, 4096)
-    h = per_tower('fc8', lambda h, i: self.fc8(h, i, dtype), h)  # (B, 500)
-    return towers.exchange_logits(h).astype(jnp.float32)  # Softmax over all classes.
+    return _forward(self.cfg, lambda name: getattr(self, name), x, towers,
+                    train=train, rng=rng, record=record)
 
 
-def layer_shapes(config) -> dict[str, tuple[int, ...]]:
-  """Output shape per tower of every layer and pool, batch 1, traced."""
-  shapes = {}
+def _forward(cfg: ModelConfig, module, x, towers, *, train, rng, record=None):
+  """The table, row by row: exchange where it says, then op, ReLU, LRN, pool, dropout.
 
-  def trace():
-    model = AlexNet(config, rngs=nnx.Rngs(prng_key(0)))
-    towers = parallel.Towers(ids=list(range(model.num_towers)))
-    x = jnp.zeros((1, config.image_size, config.image_size, 3))
-    return model.forward(x, towers, train=False, rng=prng_key(0),
-                         record=lambda name, h: shapes.__setitem__(name, h.shape[1:]))
+  `module(name)(h, i, towers, dtype)` applies one tower of a layer;
+  `record(name, h)` sees tower 0's output of each layer and pool.
+  """
+  dtype = DTYPES[cfg.dtype]
+  act = ACTIVATIONS[cfg.activation]
+  local = range(len(towers.ids))
+  record = record or (lambda name, h: None)
+  layers = cfg.network.layers
+  hs = [x.astype(dtype)] * len(local)  # Every tower reads the image.
+  for index, layer in enumerate(layers):
+    if layer.dense and hs[0].ndim > 2:  # Entering the fully connected part.
+      hs = towers.enter_dense(hs, layer.name)
+    hs = towers.exchange(hs, layer.name, both=layer.reads_both)
+    hs = [h.reshape(h.shape[0], -1) if layer.dense else h for h in hs]
+    hs = [module(layer.name)(h, i, towers, dtype) for h, i in zip(hs, local)]
+    if layer is layers[-1]:
+      record(layer.name, hs[0])
+      break
+    hs = [act(h) for h in hs]
+    if layer.lrn and cfg.lrn:
+      hs = [lrn(h, convention=cfg.lrn_convention) for h in hs]
+    record(layer.name, hs[0])
+    if layer.pool:
+      hs = [max_pool(h, cfg.overlapping_pool) for h in hs]
+      record(f'pool{layer.name.removeprefix("conv")}', hs[0])
+    if layer.dropout and train and cfg.dropout_rate > 0:
+      hs = [_dropout(h, cfg.dropout_rate, towers.dropout_key(rng, index, i))
+            for h, i in zip(hs, local)]
+  return towers.exchange_logits(hs).astype(jnp.float32)  # Softmax over all classes.
 
-  jax.eval_shape(trace)
-  return shapes
+
+def _dropout(h, rate, key):
+  keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
+  return jnp.where(keep, h / (1.0 - rate), 0).astype(h.dtype)
 
 
-def create(config, seed: int | None = None) -> AlexNet:
+def _trace(cfg: ModelConfig):
+  """(what each layer's op reads, what each layer and pool gives), per tower,
+  batch 1: the table's forward pass traced with zero kernels, never run."""
+  layers = {l.name: l for l in cfg.network.layers}
+  inputs, outputs = {}, {}
+
+  def module(name):
+    def apply(h, i, towers, dtype):
+      inputs[name] = h.shape
+      layer = layers[name]
+      size = (() if layer.dense else (layer.kernel,) * 2) + (h.shape[-1], cfg.features(layer))
+      return _layer_op(layer, h, jnp.zeros(size, dtype), jnp.zeros(size[-1:], dtype))
+    return apply
+
+  towers = parallel.Towers(ids=list(range(cfg.network.towers)))
+  x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+  jax.eval_shape(lambda x: _forward(
+      cfg, module, x, towers, train=False, rng=prng_key(0),
+      record=lambda name, h: outputs.__setitem__(name, h.shape[1:])), x)
+  return inputs, outputs
+
+
+def input_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """What each layer's op reads, per tower (after its exchange), batch 1."""
+  return _trace(cfg)[0]
+
+
+def layer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Output shape per tower of every layer and pool, without the batch."""
+  return _trace(cfg)[1]
+
+
+def fits(cfg: ModelConfig) -> bool:
+  """Whether the image survives every layer with at least one pixel."""
+  try:
+    return all(min(s) >= 1 for s in layer_shapes(cfg).values())
+  except (TypeError, ValueError):  # A negative size fails inside the trace.
+    return False
+
+
+def smallest_image_size(cfg: ModelConfig) -> int:
+  """The smallest image the network accepts (binary search over traces)."""
+  lo, hi = 1, 4096
+  while lo < hi:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if fits(dataclasses.replace(cfg, image_size=mid)) else (mid + 1, hi)
+  return lo
+
+
+def path_names(path) -> list[str]:
+  """('conv1', 'kernel') from a parameter's pytree path (nnx adds `.value`)."""
+  return [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+
+
+def param_axes(params) -> object:
+  """The logical axes of every parameter; parallel.py maps them onto the mesh.
+
+  Every leading axis is the tower. Fully connected kernels also name their
+  inputs (`fc_in`, FSDP stores them split) and outputs (`fc_units`, the 2014
+  hybrid computes them split); convolutions are never split inside a tower.
+  """
+  def axes(path, x):
+    layer, part = path_names(path)[:2]
+    dense = params[layer]['kernel'].ndim == 3
+    if part == 'kernel':
+      return parallel.Logical(('tower', 'fc_in', 'fc_units') if dense
+                              else ('tower',) + (None,) * (x.ndim - 1))
+    return parallel.Logical(('tower', 'fc_units') if dense else ('tower', None))
+  return jax.tree_util.tree_map_with_path(axes, params)
+
+
+def create(cfg: ModelConfig, seed: int = 0) -> AlexNet:
   """Builds and initialises the model on the default device."""
-  return AlexNet(config, rngs=nnx.Rngs(prng_key(config.seed if seed is None else seed)))
+  return AlexNet(cfg, rngs=nnx.Rngs(prng_key(seed)))
 
 
 def export_params(model: AlexNet) -> dict[str, np.ndarray]:
@@ -351,11 +390,10 @@ def export_params(model: AlexNet) -> dict[str, np.ndarray]:
   tower 1's.
   """
   flat = {}
-  for name in LAYERS:
-    layer = getattr(model, name)
-    kernel = np.asarray(layer.kernel[...])
-    flat[f'{name}/kernel'] = np.concatenate(list(kernel), axis=-1)
-    flat[f'{name}/bias'] = np.concatenate(list(np.asarray(layer.bias[...])), axis=-1)
+  for layer in model.cfg.network.layers:
+    for part in ('kernel', 'bias'):
+      value = np.asarray(getattr(getattr(model, layer.name), part)[...])
+      flat[f'{layer.name}/{part}'] = np.concatenate(list(value), axis=-1)
   return flat
 
 
@@ -363,19 +401,19 @@ def import_params(model: AlexNet, flat: dict[str, np.ndarray]) -> None:
   """Loads `export_params`' layout into `model` in place (towers split again).
 
   Read `.npz` files with `np.load(path, allow_pickle=False)`: weights are
-  plain arrays, and nothing in them is executed.
+  plain arrays, and nothing in them is executed. Raises ValueError on a
+  shape that does not fit.
   """
-  for name in LAYERS:
-    layer = getattr(model, name)
+  for layer in model.cfg.network.layers:
     for part in ('kernel', 'bias'):
-      variable = getattr(layer, part)
+      variable = getattr(getattr(model, layer.name), part)
       towers, *shape, out = variable[...].shape
-      value = np.asarray(flat[f'{name}/{part}'], np.float32)
+      value = np.asarray(flat[f'{layer.name}/{part}'], np.float32)
       if value.shape != (*shape, towers * out):
-        raise UserError(
-            f'{name}/{part} has shape {value.shape}, which does not fit this'
-            f' model (expects {(*shape, towers * out)}: {towers} tower(s) of'
-            f' {out} along the last axis).')
+        raise ValueError(
+            f'{layer.name}/{part} has shape {value.shape}, which does not fit'
+            f' this model (expects {(*shape, towers * out)}: {towers} tower(s)'
+            f' of {out} along the last axis).')
       variable[...] = jnp.asarray(np.stack(np.split(value, towers, axis=-1)))
 
 

@@ -1,17 +1,20 @@
-"""The mesh, where each array lives, and where the two towers exchange data.
+"""The mesh, the sharding rules, and where the towers exchange data.
 
-Two mesh axes say everything (Sec. 3.2 of the paper, Fig. 2):
+Two mesh axes say everything: `model` and `data` (config.mesh). What lives
+where is data, not code: a strategy is a table of rules mapping the logical
+axes arrays carry to mesh axes (as MaxText's logical_axis_rules, big_vision's
+sharding_strategy). The logical axes:
 
-  * `model`: splits the towers. With `model=2` each device holds one tower,
-    i.e. half of every layer, as the two GTX 580s did in 2012.
-  * `data`: splits the batch; every device along it holds the same towers.
+  batch     the images of a batch, in the convolutional layers
+  tower     the leading axis of every parameter: the towers of Fig. 2
+  fc_batch  the batch in the fully connected layers
+  fc_units  the output units of the fully connected layers
+  fc_in     the inputs of fully connected kernels, as stored (FSDP)
 
-Every parameter carries its tower on its leading axis, so one rule places all
-of them: the tower axis goes to `model`. Images and labels go to `data`.
-
-The towers talk only in `exchange` (activations, before conv3, fc6, fc7, fc8)
-and `exchange_logits` (the softmax over all classes). Search for "exchange"
-to find every crossing.
+One function, `run_towers`, turns the rules into each device's program
+(`jax.shard_map`); `param_shardings` and `batch_sharding` into where the
+state and the batch live. The devices talk only in `Towers`: search for
+"exchange" to find every crossing of Fig. 2.
 """
 
 from collections.abc import Callable, Sequence
@@ -28,14 +31,79 @@ from alexnet_jax.errors import UserError
 
 DATA = 'data'
 MODEL = 'model'
+MESH_AXES = (DATA, MODEL)
 
-# Logical axis -> mesh axis: the one sharding table of the project.
-TOWER_AXIS = MODEL  # The leading axis of every parameter.
-BATCH_AXIS = DATA  # The leading axis of every batch.
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+  """Logical axis -> mesh axis (None: not split, every device holds it all)."""
+  batch: str | None = DATA
+  tower: str | None = None
+  fc_batch: str | None = DATA
+  fc_units: str | None = None
+  fc_in: str | None = None
+
+
+LOGICAL_AXES = tuple(f.name for f in dataclasses.fields(Rules))
+
+STRATEGIES = {
+    # 2012 (Sec. 3.2, Fig. 2): one tower per device on `model`, the batch on
+    # `data`; the towers talk before conv3, fc6, fc7, fc8 and the softmax.
+    'towers': Rules(batch=DATA, tower=MODEL, fc_batch=DATA),
+    # Every device holds the whole net and a slice of the batch; gradients
+    # are summed over `data`.
+    'data': Rules(batch=DATA, fc_batch=DATA),
+    # Krizhevsky 2014 ("One weird trick", arXiv 1404.5997): convolutions data
+    # parallel, fully connected layers model parallel. Before fc6 every device
+    # gathers the whole batch's activations and computes its share of the
+    # units; no fc gradient is ever summed across devices.
+    'hybrid': Rules(batch=DATA, fc_batch=None, fc_units=DATA),
+    # Data parallel, but fc kernels stored split over `data` (their inputs)
+    # and gathered when used: the gradients are reduce-scattered.
+    'fsdp': Rules(batch=DATA, fc_batch=DATA, fc_in=DATA),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Logical:
+  """A parameter's logical axes (a pytree leaf, unlike a tuple)."""
+  axes: tuple[str | None, ...]
+
+
+def parse_rules(text: str) -> Rules:
+  """'batch=data,tower=model,...' -> Rules; every logical axis must be named."""
+  pairs = dict(item.split('=', 1) for item in text.replace(' ', '').split(',') if item)
+  unknown = sorted(set(pairs) - set(LOGICAL_AXES))
+  missing = [a for a in LOGICAL_AXES if a not in pairs]
+  if unknown or missing:
+    raise ValueError(
+        f'unknown logical axes {unknown}' if unknown else
+        f'no rule covers the logical axes {missing}')
+  return Rules(**{k: v or None for k, v in pairs.items()})
+
+
+def rules(config) -> Rules:
+  """The config's rules: `sharding_rules` if given, else its strategy's table."""
+  if config.sharding_rules:
+    return parse_rules(config.sharding_rules)
+  return STRATEGIES[config.strategy]
+
+
+def uses(rules: Rules, axis: str) -> bool:
+  return axis in dataclasses.astuple(rules)
+
+
+def strategy_mesh_shape(strategy: str, num_devices: int, num_towers: int) -> dict[str, int]:
+  """The usual mesh for a strategy: towers on `model`, every other device on `data`."""
+  model = num_towers if STRATEGIES[strategy].tower == MODEL else 1
+  return {DATA: max(num_devices // model, 1), MODEL: model}
 
 
 def mesh_shape(config, num_devices: int) -> tuple[int, int]:
-  """Resolves (data, model) from the config; -1 takes the devices left."""
+  """Resolves (data, model) from the config; -1 takes the devices left.
+
+  Raises UserError with the fix when the devices are too few.
+  """
   data, model = config.mesh.data, config.mesh.model
   if model < 1 or data == 0 or data < -1:
     raise UserError(
@@ -61,42 +129,48 @@ def make_mesh(config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   data, model = mesh_shape(config, len(devices))
   # Auto axes: XLA places whatever shard_map and the shardings leave open.
   return jax.make_mesh(
-      (data, model), (DATA, MODEL), axis_types=(AxisType.Auto, AxisType.Auto),
+      (data, model), MESH_AXES, axis_types=(AxisType.Auto, AxisType.Auto),
       devices=devices[:data * model])
 
 
-def param_sharding(mesh: Mesh) -> NamedSharding:
-  """Every parameter: tower axis (leading) on `model`, replicated on `data`."""
-  return NamedSharding(mesh, P(TOWER_AXIS))
+def spec(logical: Logical, rules: Rules) -> P:
+  return P(*(getattr(rules, a) if a else None for a in logical.axes))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(BATCH_AXIS))
+def param_shardings(axes_tree, rules: Rules, mesh: Mesh):
+  """Each parameter's NamedSharding, from its logical axes (model.param_axes)."""
+  return jax.tree.map(lambda l: NamedSharding(mesh, spec(l, rules)), axes_tree)
 
 
-def process_data_shard(mesh: Mesh) -> tuple[int, int]:
-  """(index, count): which slice of each global batch this process loads.
-
-  A process feeds the rows of the `data` positions its devices sit on. Over
-  `model` it holds the same rows as its peers (towers read the same images),
-  so two processes holding one tower each both load the whole batch.
-  """
-  data_axis = mesh.axis_names.index(DATA)
-  positions = sorted({
-      index[data_axis] for index, device in np.ndenumerate(mesh.devices)
-      if device.process_index == jax.process_index()})
-  block = len(positions)
-  if positions != list(range(positions[0], positions[0] + block)) or (
-      mesh.shape[DATA] % block):
-    raise UserError(
-        f'Process {jax.process_index()} holds data positions {positions} of'
-        f' the mesh {dict(mesh.shape)}; each process must hold an equal,'
-        ' contiguous block. Use the same number of devices in every process.')
-  return positions[0] // block, mesh.shape[DATA] // block
+def batch_sharding(mesh: Mesh, rules: Rules = STRATEGIES['towers']) -> NamedSharding:
+  return NamedSharding(mesh, P(rules.batch))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def process_data_shard(mesh: Mesh, batch_axis: str | None = DATA) -> tuple[int, int]:
+  """(index, count): which slice of each global batch this process loads.
+
+  A process feeds the rows of the batch positions its devices sit on. Along
+  other axes it holds the same rows as its peers (towers read the same
+  images), so two processes holding one tower each both load the whole batch.
+  """
+  if batch_axis is None:
+    return 0, 1
+  axis = mesh.axis_names.index(batch_axis)
+  positions = sorted({
+      index[axis] for index, device in np.ndenumerate(mesh.devices)
+      if device.process_index == jax.process_index()})
+  block = len(positions)
+  if positions != list(range(positions[0], positions[0] + block)) or (
+      mesh.shape[batch_axis] % block):
+    raise UserError(
+        f'Process {jax.process_index()} holds {batch_axis} positions {positions}'
+        f' of the mesh {dict(mesh.shape)}; each process must hold an equal,'
+        ' contiguous block. Use the same number of devices in every process.')
+  return positions[0] // block, mesh.shape[batch_axis] // block
 
 
 def current_mesh():
@@ -105,43 +179,68 @@ def current_mesh():
   return None if mesh.empty else mesh
 
 
-def model_axis_size() -> int:
-  mesh = current_mesh()
-  return 1 if mesh is None or MODEL not in mesh.axis_names else mesh.shape[MODEL]
+# --- Where the devices talk -------------------------------------------------------
 
 
-# --- Where the towers talk ----------------------------------------------------
+def _gather(x: jax.Array, axis_name: str | None, axis: int,
+            to: str = 'varying') -> jax.Array:
+  if axis_name is None:
+    return x
+  return jax.lax.all_gather(x, axis_name, axis=axis, tiled=True, to=to)
 
 
 @dataclasses.dataclass(frozen=True)
 class Towers:
-  """The towers one device computes, and how they reach the others.
+  """The towers one device computes, and how it reaches the other devices.
 
-  `ids` are global tower numbers (0 = the first half of every layer).
-  `split` is True when the towers are spread over the `model` axis.
+  `ids` are global tower numbers (0 = the first half of every layer); the
+  other fields are the mesh axes the rules split things over (None: not).
   """
 
   ids: Sequence[Any]
-  split: bool = False
+  rules: Rules = Rules(batch=None, fc_batch=None)
 
-  def exchange(self, halves: Sequence[jax.Array], name: str) -> list[jax.Array]:
-    """Each tower's half in, both towers' activations out (channels, tower 0 first).
+  @property
+  def split(self) -> bool:
+    return self.rules.tower is not None
 
-    One of the four places where the 2012 GPUs talked: `name` is the layer
-    that reads both towers (conv3, fc6, fc7 or fc8). On one device it is a
-    concatenation; split over the `model` axis it is an all-gather, whose
-    gradient is a reduce-scatter. The named scope puts `name` in the HLO's
-    op_name, so a profile or `alexnet_jax.inspect` can say which crossing
-    each collective is.
+  def exchange(self, halves: Sequence[jax.Array], name: str, *,
+               both: bool = True) -> list[jax.Array]:
+    """Each tower's activations in; what layer `name` reads out.
+
+    One of the places where the 2012 GPUs talked: `name` is the layer that
+    reads both towers (conv3, fc6, fc7 or fc8). On one device it is a
+    concatenation (channels, tower 0 first); split over the tower axis it is
+    an all-gather, whose gradient is a reduce-scatter. Where fc units are
+    split (hybrid), each tower's units are gathered first. The named scope
+    puts `name` in the HLO's op_name, so `alexnet_jax.inspect` can say which
+    crossing each collective is.
     """
     with jax.named_scope(name):
+      if halves[0].ndim == 2:  # Fully connected outputs, perhaps split by unit.
+        halves = [_gather(h, self.rules.fc_units, 1) for h in halves]
+      if not both:
+        return list(halves)
       local = jnp.concatenate(halves, axis=-1) if len(halves) > 1 else halves[0]
-      if self.split:
-        local = jax.lax.all_gather(local, MODEL, axis=local.ndim - 1, tiled=True)
+      local = _gather(local, self.rules.tower, local.ndim - 1)
     return [local] * len(halves)
 
+  def enter_dense(self, hs: Sequence[jax.Array], name: str) -> list[jax.Array]:
+    """The hook of the 2014 hybrid: gather the batch before the first fc layer."""
+    if self.rules.fc_batch == self.rules.batch:
+      return list(hs)
+    with jax.named_scope(name):
+      return [_gather(h, self.rules.batch, 0) for h in hs]
+
+  def gather_weights(self, kernel: jax.Array, name: str) -> jax.Array:
+    """FSDP: an fc kernel stored split over its inputs, gathered for use."""
+    if self.rules.fc_in is None:
+      return kernel
+    with jax.named_scope(f'{name}_weights'):
+      return _gather(kernel, self.rules.fc_in, 0)
+
   def exchange_logits(self, halves: Sequence[jax.Array]) -> jax.Array:
-    """Each tower's fc8 logits in, all classes out, for the softmax.
+    """Each tower's logits in, all classes out, for the softmax.
 
     Split over devices, each writes its slice into zeros and a psum adds them:
     the sum is the same on every device by construction (JAX's replication
@@ -149,56 +248,67 @@ class Towers:
     no collective at all.
     """
     with jax.named_scope('softmax'):
+      # The hybrid's logits hold the whole batch: the same on every device.
+      to = 'invarying' if self.rules.fc_batch is None else 'varying'
+      halves = [_gather(h, self.rules.fc_units, 1, to) for h in halves]
       local = jnp.concatenate(halves, axis=-1) if len(halves) > 1 else halves[0]
       if not self.split:
         return local
       width = local.shape[-1]
-      start = jax.lax.axis_index(MODEL) * width
-      full = jnp.zeros(local.shape[:-1] + (width * jax.lax.axis_size(MODEL),),
+      start = jax.lax.axis_index(self.rules.tower) * width
+      full = jnp.zeros(local.shape[:-1] + (width * jax.lax.axis_size(self.rules.tower),),
                        local.dtype)
       full = jax.lax.dynamic_update_slice_in_dim(full, local, start, axis=-1)
-      return jax.lax.psum(full, MODEL)
+      return jax.lax.psum(full, self.rules.tower)
+
+  def dropout_key(self, rng: jax.Array, layer: int, local: int) -> jax.Array:
+    """Independent masks per layer, tower, data shard (run_towers) and unit shard."""
+    key = jax.random.fold_in(jax.random.fold_in(rng, layer), self.ids[local])
+    if self.rules.fc_units is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(self.rules.fc_units))
+    return key
 
 
 def run_towers(
     fn: Callable[[Any, jax.Array, jax.Array, Towers], jax.Array],
     params: Any,
+    axes: Any,
     images: jax.Array,
     rng: jax.Array,
     num_towers: int,
+    rules: Rules | None = None,
 ) -> jax.Array:
-  """Runs `fn(params, images, rng, towers)` over the towers; returns logits.
+  """Runs `fn(params, images, rng, towers)` as the rules place it; returns logits.
 
   `fn` computes the towers whose parameters it is given (leading axis of
-  every leaf) and calls `towers.exchange` where they must talk. Without a
-  mesh, or with `model=1`, it sees every tower and the exchange concatenates
-  (XLA splits the batch over `data` by itself). With `model=n`, each device
-  runs `fn` on its own towers under `jax.shard_map`, and nothing else
-  crosses between devices.
+  every leaf) and calls the `towers` methods where devices must talk.
+  Outside a mesh it sees every tower and the exchanges concatenate. Inside
+  one, each device runs `fn` on its own part (`jax.shard_map`, in_specs
+  from each parameter's logical `axes`), and nothing else crosses.
   """
-  n = model_axis_size()
-  if n == 1:
-    # Fold in data shard 0, as the split path does, so both draw the same masks.
-    rng = jax.random.fold_in(rng, 0)
-    return fn(params, images, rng, Towers(ids=list(range(num_towers))))
+  mesh = current_mesh()
+  if mesh is None:
+    # Fold in data shard 0, as each device's program does.
+    return fn(params, images, jax.random.fold_in(rng, 0),
+              Towers(ids=list(range(num_towers))))
+  if rules is None:
+    rules = STRATEGIES['towers' if mesh.shape.get(MODEL, 1) > 1 else 'data']
+  n = mesh.shape[rules.tower] if rules.tower else 1
   if num_towers % n:
-    raise UserError(
-        f'The network has {num_towers} tower(s), which cannot be split over a'
-        f' model axis of {n} devices. Use --config.strategy=data with'
-        ' --config.mesh.model=1 for single-tower variants.')
+    raise ValueError(f'{num_towers} tower(s) cannot be split over {n} devices.')
   per_device = num_towers // n
 
   def per_device_fn(params, images, rng):
-    first = jax.lax.axis_index(MODEL) * per_device
+    first = jax.lax.axis_index(rules.tower) * per_device if rules.tower else 0
     # Dropout masks differ between data shards (and, by id, between towers).
-    rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA))
-    towers = Towers(ids=[first + i for i in range(per_device)], split=True)
-    return fn(params, images, rng, towers)
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(rules.batch) if rules.batch else 0)
+    return fn(params, images, rng,
+              Towers(ids=[first + i for i in range(per_device)], rules=rules))
 
   return jax.shard_map(
       per_device_fn,
-      in_specs=(P(TOWER_AXIS), P(BATCH_AXIS), P()),
-      out_specs=P(BATCH_AXIS),
+      in_specs=(jax.tree.map(lambda l: spec(l, rules), axes), P(rules.batch), P()),
+      out_specs=P(rules.fc_batch),
   )(params, images, rng)
 
 

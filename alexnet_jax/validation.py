@@ -8,11 +8,13 @@ import difflib
 import os
 from pathlib import Path
 
+import dataclasses
+
 from alexnet_jax import model as model_lib
 from alexnet_jax import parallel
+from alexnet_jax import step
 from alexnet_jax.errors import UserError
 
-STRATEGIES = ('towers', 'data')
 SCHEDULES = ('plateau', 'step', 'cosine', 'constant')
 
 
@@ -74,28 +76,9 @@ def validate(config, *, num_devices: int,
   if config.optimizer.schedule not in SCHEDULES:
     raise UserError(f'Unknown optimizer.schedule {config.optimizer.schedule!r};'
                     f' choose one of {", ".join(SCHEDULES)}.')
-  model_lib.validate(config)
-
-  if config.strategy not in STRATEGIES:
-    raise UserError(f'Unknown strategy {config.strategy!r}; choose one of'
-                    f' {", ".join(STRATEGIES)}.')
-  towers = model_lib.VARIANTS[config.model.variant].towers
-  if config.strategy == 'towers' and config.mesh.model != towers:
-    raise UserError(
-        f'strategy=towers puts one tower on each device of the model axis, so'
-        f' mesh.model must equal the {towers} tower(s) of'
-        f' model.variant={config.model.variant}; got mesh.model='
-        f'{config.mesh.model}. Use strategy=data with mesh.model=1 to keep'
-        ' every tower on each device.')
-  if config.strategy == 'data' and config.mesh.model != 1:
-    raise UserError(f'strategy=data keeps every tower on each device, so'
-                    f' mesh.model must be 1; got {config.mesh.model}.')
+  validate_model(config)
   data, model = parallel.mesh_shape(config, num_devices)
-  if config.batch_size % data:
-    raise UserError(
-        f'batch_size={config.batch_size} does not divide over the {data}'
-        f' device(s) of the data axis: use a multiple of {data}.')
-
+  validate_rules(config, {parallel.DATA: data, parallel.MODEL: model})
   if workdir is not None:
     path = Path(workdir)
     if path.exists() and not path.is_dir():
@@ -109,3 +92,102 @@ def validate(config, *, num_devices: int,
       raise UserError(f'--workdir {path} is not writable (checked {existing});'
                       ' choose a directory you can write to.')
   return data, model
+
+
+def validate_model(config) -> None:
+  """Model settings a user can get wrong, checked before anything compiles."""
+  m = config.model
+  if m.variant not in model_lib.NETWORKS:
+    raise UserError(f'Unknown model.variant {m.variant!r}; choose one of '
+                    f'{", ".join(model_lib.NETWORKS)}.')
+  towers = model_lib.NETWORKS[m.variant].towers
+  if m.num_classes < 1 or m.num_classes % towers:
+    raise UserError(
+        f'model.num_classes={m.num_classes} must be a positive multiple of'
+        f' {towers}: each of the {towers} towers computes an equal share of'
+        ' the logits in its last layer.')
+  if m.activation not in model_lib.ACTIVATIONS:
+    raise UserError(f'Unknown model.activation {m.activation!r}; choose one of'
+                    f' {", ".join(model_lib.ACTIVATIONS)}.')
+  if m.lrn_convention not in ('paper', 'caffe'):
+    raise UserError(f"model.lrn_convention must be 'paper' or 'caffe', got"
+                    f' {m.lrn_convention!r}.')
+  if m.init not in ('paper', 'he'):
+    raise UserError(f"model.init must be 'paper' or 'he', got {m.init!r}.")
+  if not 0.0 <= m.dropout_rate < 1.0:
+    raise UserError(f'model.dropout_rate must be in [0, 1), got {m.dropout_rate}.')
+  if not m.width > 0:
+    raise UserError(f'model.width must be positive, got {m.width}.')
+  if config.dtype not in model_lib.DTYPES:
+    raise UserError(f'Unknown dtype {config.dtype!r}; choose one of'
+                    f' {", ".join(model_lib.DTYPES)}.')
+  cfg = step.model_config(config)
+  if not model_lib.fits(cfg):
+    raise UserError(
+        f'image_size={config.image_size} is too small for the {m.variant}'
+        f' network (overlapping_pool={m.overlapping_pool}): the feature maps'
+        ' shrink to nothing before the fully connected layers. The smallest'
+        f' image size that works is {model_lib.smallest_image_size(cfg)}; the'
+        ' paper uses 227.')
+
+
+def validate_rules(config, mesh: dict[str, int]) -> parallel.Rules:
+  """The strategy's rules against the mesh and the network; returns them."""
+  if config.sharding_rules:
+    try:
+      rules = parallel.parse_rules(config.sharding_rules)
+    except ValueError as e:
+      raise UserError(
+          f'sharding_rules={config.sharding_rules!r}: {e}. Give one'
+          f' logical=mesh_axis pair per logical axis'
+          f' ({", ".join(parallel.LOGICAL_AXES)}), an empty mesh axis for'
+          ' "not split", e.g. sharding_rules="batch=data,tower=model,'
+          'fc_batch=data,fc_units=,fc_in=".') from None
+    source = f'sharding_rules={config.sharding_rules!r}'
+  elif config.strategy not in parallel.STRATEGIES:
+    raise UserError(f'Unknown strategy {config.strategy!r}; choose one of'
+                    f' {", ".join(parallel.STRATEGIES)}, or give your own'
+                    ' table as --config.sharding_rules.')
+  else:
+    rules, source = parallel.STRATEGIES[config.strategy], f'strategy={config.strategy}'
+  for logical, axis in dataclasses.asdict(rules).items():
+    if axis is not None and axis not in mesh:
+      raise UserError(
+          f'{source} maps {logical} to the mesh axis {axis!r}, which does not'
+          f' exist; the mesh axes are {", ".join(mesh)}.')
+  for axis, size in mesh.items():
+    if size > 1 and not parallel.uses(rules, axis):
+      raise UserError(
+          f'The mesh puts {size} devices on {axis!r} but {source} splits'
+          f' nothing over it. Pass --config.mesh.{axis}=1, or a strategy that'
+          f' uses it (strategy=towers splits the towers over model).')
+  net = model_lib.NETWORKS[config.model.variant]
+  if rules.tower and mesh[rules.tower] != net.towers:
+    raise UserError(
+        f'{source} puts one tower on each device of the {rules.tower} axis, so'
+        f' mesh.{rules.tower} must equal the {net.towers} tower(s) of'
+        f' model.variant={config.model.variant}; got mesh.{rules.tower}='
+        f'{mesh[rules.tower]}. Use strategy=data with mesh.model=1 to keep'
+        ' every tower on each device.')
+  for logical in ('batch', 'fc_batch'):
+    n = mesh.get(getattr(rules, logical), 1)
+    if config.batch_size % n:
+      raise UserError(
+          f'batch_size={config.batch_size} does not divide over the {n}'
+          f' device(s) of the {getattr(rules, logical)} axis: use a multiple of {n}.')
+  cfg = step.model_config(config)
+  for logical in ('fc_units', 'fc_in'):
+    n = mesh.get(getattr(rules, logical), 1)
+    dense = [l for l in net.layers if l.dense]
+    sizes = {l.name: cfg.features(l) for l in dense} if logical == 'fc_units' else {
+        name: shape[-1] for name, shape in model_lib.input_shapes(cfg).items()
+        if name in {l.name for l in dense}}
+    bad = {k: v for k, v in sizes.items() if v % n}
+    if bad:
+      name, size = next(iter(bad.items()))
+      raise UserError(
+          f'{source} splits {logical} over the {n} devices of'
+          f' {getattr(rules, logical)!r}, but {name} has {size} per tower, which'
+          f' does not divide by {n}. Change model.width or model.num_classes,'
+          ' or the mesh.')
+  return rules

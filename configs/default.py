@@ -82,10 +82,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in 2012), `data` splits the batch; -1 takes all devices left.
   # `two_gpu.py` is this recipe split as in 2012; here every device holds
   # both towers and takes a slice of the batch.
-  config.strategy = 'data'  # 'towers' (mesh.model = 2) | 'data' (mesh.model = 1)
+  # A strategy is the name of a rules table in parallel.STRATEGIES (logical
+  # axis -> mesh axis): 'towers' (2012, mesh.model = 2), 'data', 'hybrid'
+  # (Krizhevsky 2014: conv data parallel, fc model parallel, mesh.model = 1)
+  # or 'fsdp'. `sharding_rules` replaces the table, e.g.
+  # 'batch=data,tower=model,fc_batch=data,fc_units=,fc_in=' (empty: not split).
+  config.strategy = 'data'
+  config.sharding_rules = ''
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1
   config.mesh.model = 1
+
+  # Robustness (workdir.py, cli.py). A resume that changes what the run means
+  # (dataset, model.*, batch_size, seed, ...) is refused unless this is True;
+  # the change is then recorded in WORKDIR/config_history.jsonl.
+  config.allow_config_change = False
+  # Several processes (jax.distributed), in seconds: how long to wait for
+  # every process to join, after how long a silent process counts as lost,
+  # and how long processes wait for each other at exit.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.initialization_timeout = 120
+  config.distributed.heartbeat_timeout = 20
+  config.distributed.shutdown_timeout = 30
 
   if arg:
     for flag in arg.split(','):
