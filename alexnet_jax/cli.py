@@ -9,7 +9,11 @@ import importlib.util
 import json
 import logging
 import os
+import re
+import signal
+import subprocess
 import sys
+import tempfile
 import textwrap
 import traceback
 
@@ -187,6 +191,99 @@ def define_process_flags():
   return lambda: Processes(*(h.value for h in holders))
 
 
+# Exit status of a process whose peer was lost (EX_UNAVAILABLE): the run
+# stopped; the same command on every host resumes from the last checkpoint.
+LOST_PEER_EXIT_CODE = 69
+_SUPERVISED = 'ALEXNET_JAX_SUPERVISED'
+# What the child's stderr says once it is failing: kept back, not echoed.
+_FAILING = re.compile(r'^(Traceback \(most recent call last\)|F\d{4} |\*\*\* |'
+                      r'Fatal Python error|E\d{4} .*coordination)')
+
+
+def supervised() -> bool:
+  """Whether this process runs under `supervise` (or needs none)."""
+  return bool(os.environ.get(_SUPERVISED))
+
+
+def supervise(processes: Processes) -> int:
+  """Runs this command again as a child process; returns its exit status.
+
+  When a peer process dies, jax.distributed aborts the survivors from native
+  code (SIGABRT, a C++ stack dump), which no Python handler can catch. This
+  thin parent reads the child's exit status and turns that abort into one
+  paragraph naming the lost process and exit status LOST_PEER_EXIT_CODE.
+  SIGTERM is passed on to the child; the child dies with the parent.
+  """
+  child = subprocess.Popen(
+      [sys.executable, *sys.orig_argv[1:]], stderr=subprocess.PIPE,
+      env=os.environ | {_SUPERVISED: '1'}, preexec_fn=_die_with_parent)
+  forward = lambda signum, frame: child.send_signal(signum)
+  signal.signal(signal.SIGTERM, forward)
+  # Ctrl-C reaches the child from the terminal (same process group).
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  kept_back, failing, pending = [], False, b''
+  while chunk := os.read(child.stderr.fileno(), 1 << 16):
+    pending += chunk
+    # Whole lines (progress bars end theirs with \r) go on as they come.
+    *lines, pending = re.split(rb'(?<=[\r\n])', pending)
+    for line in lines:
+      text = line.decode(errors='replace')
+      failing = failing or bool(_FAILING.match(text))
+      if failing:
+        kept_back.append(text)
+      else:
+        sys.stderr.write(text)
+    sys.stderr.flush()
+  kept_back.append(pending.decode(errors='replace'))
+  status = child.wait()
+  log = ''.join(kept_back)
+  lost = _lost_process(log, processes)
+  if status in (0, USER_ERROR_EXIT_CODE, 75) or lost is None:
+    sys.stderr.write(log)
+    return status if status >= 0 else 128 - status
+  with tempfile.NamedTemporaryFile(
+      'w', prefix=f'alexnet_jax-process{processes.process_id}-',
+      suffix='.log', delete=False) as saved:
+    saved.write(log)
+  print('\n'.join(textwrap.wrap(
+      f'error: process {processes.process_id} of {processes.num_processes}'
+      f' stopped because {lost} stopped answering (jax.distributed at'
+      f' {processes.coordinator_address}; {_first_error(log)}). Run the same'
+      ' command on every host to resume from the last complete checkpoint.'
+      f' What this process printed as it failed is in {saved.name}.',
+      width=100)), file=sys.stderr)
+  return LOST_PEER_EXIT_CODE
+
+
+def _lost_process(log: str, processes: Processes) -> str | None:
+  """Which peer the child's failure names, or None if it is no lost peer."""
+  if match := re.search(r'Task (\d+) heartbeat timeout', log):
+    return f'process {match.group(1)}'
+  if match := re.search(r'stopped sending heartbeats\):\s*([\d,\s]+?)\s*\n',
+                        log):
+    return f'process {match.group(1).strip()}'
+  if re.search(r'coordination service|leader task', log):
+    return 'process 0 (the coordinator)'
+  if 'Connection reset by peer' in log or 'Connection refused' in log:
+    return 'another process'
+  return None
+
+
+def _first_error(log: str) -> str:
+  match = re.search(r'((?:\w+Error|UNAVAILABLE|DEADLINE_EXCEEDED|INTERNAL):'
+                    r' [^\n]{0,200})', log)
+  return ' '.join(match.group(1).split()) if match else 'no error message'
+
+
+def _die_with_parent() -> None:
+  """In the child: SIGKILL when the supervising parent dies (Linux)."""
+  try:
+    import ctypes  # pylint: disable=import-outside-toplevel
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
 def provide_host_devices(config, num_processes: int = 1) -> None:
   """On CPU, gives JAX as many host devices as the mesh needs (before it starts).
 
@@ -211,9 +308,50 @@ def check(config, workdir: str | None = None,
     if not 0 <= processes.process_id < processes.num_processes:
       raise UserError(f'--process_id={processes.process_id} must be in'
                       f' [0, --num_processes={processes.num_processes}).')
-    jax.distributed.initialize(processes.coordinator_address,
-                               processes.num_processes, processes.process_id)
+    timeouts = config.distributed
+    jax.distributed.initialize(
+        processes.coordinator_address, processes.num_processes,
+        processes.process_id,
+        initialization_timeout=timeouts.initialization_timeout,
+        heartbeat_timeout_seconds=timeouts.heartbeat_timeout,
+        shutdown_timeout_seconds=timeouts.shutdown_timeout)
+    check_same_config(config, processes)
   validation.validate(config, num_devices=jax.device_count(), workdir=workdir)
+
+
+# Settings that may differ between hosts (each its own disk).
+_PER_HOST = ('data_dir',)
+
+
+def check_same_config(config, processes: Processes) -> None:
+  """Refuses processes started with different configs, naming the keys.
+
+  Each process posts its resolved config to jax.distributed's key-value
+  store and reads every other's: no collective, nothing compiled, so a
+  mismatch is one paragraph instead of a collective that never matches.
+  """
+  from jax._src import distributed  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import workdir  # pylint: disable=import-outside-toplevel
+  client = distributed.global_state.client
+  mine = {k: v for k, v in workdir.flatten(workdir.resolved(config)).items()
+          if k not in _PER_HOST}
+  client.key_value_set(f'alexnet_jax/config/{processes.process_id}',
+                       json.dumps(mine, sort_keys=True))
+  timeout_ms = 1000 * config.distributed.initialization_timeout
+  for other in range(processes.num_processes):
+    theirs = json.loads(client.blocking_key_value_get(
+        f'alexnet_jax/config/{other}', timeout_ms))
+    differ = sorted(k for k in set(mine) | set(theirs)
+                    if mine.get(k) != theirs.get(k))
+    if differ:
+      listing = '; '.join(f'{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here'
+                          for k in differ[:5])
+      raise UserError(
+          f'Process {other} was started with another config than this'
+          f' process {processes.process_id} ({len(differ)} setting(s) differ:'
+          f' {listing}). Every process of a run must get the same --config'
+          ' and --config.* flags (only config.data_dir may differ); start'
+          ' them again with one command line.')
 
 
 def format_table(header: list[str], rows: list[list[str]],

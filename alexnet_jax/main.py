@@ -3,7 +3,8 @@
 This file is intentionally kept short: it parses flags, checks the config and
 calls `train.train_and_evaluate`. Exit status: 0 done, 2 a problem to fix
 (printed as one paragraph), 75 preempted by SIGTERM after saving (run the
-same command again to resume).
+same command again to resume), 69 in a run over several processes: a peer
+process was lost (run the same command on every host to resume).
 """
 
 import logging
@@ -23,7 +24,10 @@ _PROCESSES = cli.define_process_flags()
 def main(argv):
   del argv
   config = _CONFIG.value
-  cli.check(config, workdir=_WORKDIR.value, processes=_PROCESSES())
+  processes = _PROCESSES()
+  if processes.num_processes > 1 and not cli.supervised():
+    sys.exit(cli.supervise(processes))  # Names a lost peer, see cli.supervise.
+  cli.check(config, workdir=_WORKDIR.value, processes=processes)
   from alexnet_jax import train  # Brings in TensorFlow: only for a good config.
   try:
     summary = train.train_and_evaluate(config, _WORKDIR.value)
