@@ -105,18 +105,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.distributed.heartbeat_timeout = 20
   config.distributed.shutdown_timeout = 30
 
-  # Robustness (workdir.py, cli.py). A resume that changes what the run means
-  # (dataset, model.*, batch_size, seed, ...) is refused unless this is True;
-  # the change is then recorded in WORKDIR/config_history.jsonl.
-  config.allow_config_change = False
-  # Several processes (jax.distributed), in seconds: how long to wait for
-  # every process to join, after how long a silent process counts as lost,
-  # and how long processes wait for each other at exit.
-  config.distributed = ml_collections.ConfigDict()
-  config.distributed.initialization_timeout = 120
-  config.distributed.heartbeat_timeout = 20
-  config.distributed.shutdown_timeout = 30
-
   if arg:
     for flag in arg.split(','):
       if flag == 'tiny':
