@@ -1,44 +1,77 @@
-"""The benchmark CLI at the tiny size: the report's shape and arithmetic.
+"""The benchmark CLI at the tiny size, and the PyTorch twin where torch exists.
 
 Nothing here asserts a speed (a loaded machine would fail it); the figures
-are checked against each other: images/s against the timed seconds, ratios
-against the one-device baseline, the split's FLOPs against the whole step's.
+are checked against each other: images/s against the timed seconds and the
+step time, ratios against the one-device baseline, MFU against FLOPs and the
+peak. The subprocesses compile with JAX's optimisations mostly off (as
+Flax's tests do): the report's arithmetic does not depend on them.
 """
 
 import json
+from pathlib import Path
 import statistics
 import subprocess
+import sys
 
+import numpy as np
 import pytest
 
-from clirun import finish, start_module
+from alexnet_jax import benchmark
+from alexnet_jax.errors import UserError
+from clirun import ROOT, cli_env, finish
 
-TINY = ('--config=configs/two_gpu.py:tiny', '--steps=2', '--warmup=1',
-        '--repeats=1')
+TIMED = ('--steps=2', '--warmup=1', '--repeats=2', '--peak_matmul_size=256')
+# Batch sizes x dtypes in one call, one-device baseline only (4 compiles).
+SWEEP = ('--config=configs/two_gpu.py:tiny', '--strategies=',
+         '--batch_sizes=8,16', '--dtypes=float32,bfloat16', *TIMED)
+# The placements, fed by the real input pipeline (3 compiles).
+STRATEGIES = ('--config=configs/two_gpu.py:tiny', '--strategies=towers,data',
+              '--batch_sizes=8', '--input=real', *TIMED)
+RESULTS = ROOT / 'benchmarks' / 'results'
 
 
-def start_cli(*args) -> subprocess.Popen:
-  return start_module('alexnet_jax.benchmark', *args)
+def start_cli(*args, env=None) -> subprocess.Popen:
+  return subprocess.Popen(
+      [sys.executable, '-m', 'alexnet_jax.benchmark', *args], cwd=ROOT,
+      env=cli_env({'JAX_DISABLE_MOST_OPTIMIZATIONS': '1'} | (env or {})),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope='module')
-def cli_json():
-  """Started once; the error tests below run while it compiles."""
-  process = start_cli(*TINY, '--json')
-  yield process
-  if process.poll() is None:
-    process.kill()
-    process.communicate()
+def reports(tmp_path_factory):
+  """Both runs started at once; the error tests below run while they compile."""
+  tmp = tmp_path_factory.mktemp('benchmark')
+  runs = {
+      'sweep': start_cli(*SWEEP, f'--json={tmp / "sweep.json"}'),
+      'strategies': start_cli(*STRATEGIES, f'--json={tmp / "strategies.json"}',
+                              f'--config.data_dir={tmp / "data"}'),
+  }
+  out = {}
+
+  def get(name):
+    if name not in out:
+      returncode, stdout, stderr = finish(runs[name])
+      assert returncode == 0, stderr[-3000:]
+      out[name] = (json.loads((tmp / f'{name}.json').read_text()), stdout)
+    return out[name]
+
+  yield get
+  for process in runs.values():
+    if process.poll() is None:
+      process.kill()
+      process.communicate()
 
 
-@pytest.mark.parametrize('args, words', [
-    # The split (data=1, model=2) takes 7; data parallel over 2 devices not.
-    (('--config.batch_size=7',), ('data_parallel', 'batch_size=7')),
-    (('--steps=0',), ('--steps',)),
+@pytest.mark.parametrize('args, env, words', [
+    (('--dtypes=float16',), None, ('float16', 'bfloat16')),
+    # The towers strategy needs two devices; JAX is given one.
+    (('--strategies=towers',),
+     {'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}, ('2', 'found 1')),
 ])
-def test_bad_settings_exit_2_with_one_paragraph(cli_json, args, words):
-  del cli_json  # Started first, to overlap.
-  returncode, stdout, stderr = finish(start_cli(*TINY, *args))
+def test_bad_settings_exit_2_with_one_paragraph(reports, args, env, words):
+  del reports  # Started first, to overlap.
+  returncode, stdout, stderr = finish(start_cli(
+      '--config=configs/two_gpu.py:tiny', *args, env=env))
   assert returncode == 2, stderr[-3000:]
   message = stderr.strip()
   assert message.startswith('error:'), message
@@ -46,45 +79,201 @@ def test_bad_settings_exit_2_with_one_paragraph(cli_json, args, words):
   assert 'Traceback' not in message and stdout == ''
 
 
-def test_cli_json_reports_three_placements(cli_json):
-  returncode, stdout, stderr = finish(cli_json)
-  assert returncode == 0, stderr[-3000:]
-  report = json.loads(stdout)
+def _options(**kwargs):
+  return benchmark.Options(**{'strategies': ('towers',), 'batch_sizes': (8,),
+                              'dtypes': ('float32',)} | kwargs)
 
-  assert report['batch_size'] == 8 and report['dtype'] == 'float32'
-  assert (report['steps'], report['warmup'], report['repeats']) == (2, 1, 1)
-  assert report['command'].startswith('python -m alexnet_jax.benchmark ')
-  assert all(a in report['command'] for a in TINY)
-  assert report['num_devices'] == 2 and report['backend'] == 'cpu'
-  for key in ('date', 'jax_version', 'device_kind', 'load_average_before'):
-    assert report[key], key
 
-  runs = {p['name']: p for p in report['placements']}
-  assert list(runs) == ['one_device', 'model_split', 'data_parallel']
-  assert [(p['mesh'], p['devices'], p['from_config']) for p in runs.values()] == [
-      ({'data': 1, 'model': 1}, [0], False),
-      ({'data': 1, 'model': 2}, [0, 1], True),
-      ({'data': 2, 'model': 1}, [0, 1], False),
-  ]
-  base = runs['one_device']['median_images_per_sec']
-  for p in runs.values():
-    assert len(p['images_per_sec']) == len(p['seconds_per_repeat']) == 1
-    assert all(x > 0 for x in p['images_per_sec'])
-    assert p['compile_seconds'] > 0
-    for rate, seconds in zip(p['images_per_sec'], p['seconds_per_repeat']):
-      assert rate == pytest.approx(2 * 8 / seconds)
-    assert p['median_images_per_sec'] == statistics.median(p['images_per_sec'])
-    assert p['ratio_to_one_device'] == pytest.approx(
-        p['median_images_per_sec'] / base)
-  assert runs['one_device']['ratio_to_one_device'] == 1.0
+@pytest.mark.parametrize('options, words', [
+    (_options(strategies=('towers', 'pipeline')), ('pipeline', 'hybrid')),
+    # strategy=data splits the batch over both devices: 7 does not divide.
+    (_options(strategies=('data',), batch_sizes=(7,)), ('batch_size=7', 'data')),
+    # hybrid splits fc8's 5 units per tower over 2 devices.
+    (_options(strategies=('hybrid',)), ('hybrid', 'fc8')),
+    (_options(steps=0), ('--steps',)),
+    (_options(input='imagenet'), ('--input', 'real')),
+])
+def test_bad_options_are_refused_before_compiling(options, words):
+  from configs import two_gpu  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UserError) as e:
+    benchmark.check_options(two_gpu.get_config('tiny'), options, num_devices=2)
+  assert all(w in str(e.value) for w in words), str(e.value)
 
-  # FLOPs: the whole step on one device; each device of the split computes
-  # one tower, so the two together do about the same work.
-  flops = report['model_flops_per_image']
+
+def test_all_strategies_keeps_those_that_fit_and_says_why_not():
+  from configs import two_gpu  # pylint: disable=import-outside-toplevel
+  options, skipped = benchmark.resolve_strategies(
+      two_gpu.get_config('tiny'), _options(strategies=('all',)), num_devices=2)
+  assert options.strategies == ('towers', 'data', 'fsdp')
+  assert list(skipped) == ['hybrid'] and 'fc8' in skipped['hybrid']
+
+
+def test_no_peak_for_the_cpu_in_the_table():
+  import jax  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UserError, match="No peak rate.*'cpu'.*--peak=matmul"):
+    benchmark.peaks(jax.devices()[0], ['float32'], 'table', 0)
+
+
+def check_row_arithmetic(row, steps, peak_known=True):
+  """Every derived figure of a row, recomputed from the raw timings."""
+  batch = row['batch_size']
+  assert len(row['images_per_sec']) == len(row['seconds_per_repeat']) == 2
+  for rate, seconds in zip(row['images_per_sec'], row['seconds_per_repeat']):
+    assert seconds > 0 and rate == pytest.approx(steps * batch / seconds)
+  median = statistics.median(row['images_per_sec'])
+  assert row['median_images_per_sec'] == pytest.approx(median)
+  assert row['seconds_per_step'] == pytest.approx(batch / median)
+  assert row['min_images_per_sec'] <= median <= row['max_images_per_sec']
+  assert row['spread'] == pytest.approx(
+      (row['max_images_per_sec'] - row['min_images_per_sec']) / median)
+  assert row['compile_seconds'] > 0
+  assert row['compiled_peak_bytes_per_device'] > 0
+  assert row['allocator_peak_bytes_per_device'] is None  # CPU keeps none.
+  flops = row['model_flops_per_image']
   assert flops > 0
-  assert runs['one_device']['compiled_flops_per_image'] == pytest.approx(flops)
-  assert runs['model_split']['compiled_flops_per_image'] == pytest.approx(
-      flops, rel=0.1)
-  for p in runs.values():
-    assert p['achieved_gflops_per_sec'] == pytest.approx(
-        flops * p['median_images_per_sec'] / 1e9)
+  assert row['achieved_flops_per_sec'] == pytest.approx(flops * median)
+  if peak_known:
+    assert row['peak_source'].startswith('measured: 256x256 ' + row['dtype'])
+    assert row['mfu'] == pytest.approx(
+        row['achieved_flops_per_sec'] / row['peak_flops_per_sec'])
+    assert 0 < row['mfu'] <= 1
+
+
+def test_sweep_batch_sizes_and_dtypes_in_one_table(reports):
+  report, table = reports('sweep')
+  assert report['backend'] == 'cpu' and report['num_devices'] == 2
+  for key in ('date', 'jax_version', 'jaxlib_version', 'platform_version',
+              'device_kind', 'load_average_before', 'host_cpu'):
+    assert report[key], key
+  assert report['command'].startswith('python -m alexnet_jax.benchmark ')
+  assert report['input'] == 'synthetic'
+  rows = report['rows']
+  assert [(r['name'], r['batch_size'], r['dtype']) for r in rows] == [
+      ('one_device', 8, 'float32'), ('one_device', 8, 'bfloat16'),
+      ('one_device', 16, 'float32'), ('one_device', 16, 'bfloat16')]
+  for row in rows:
+    check_row_arithmetic(row, steps=2)
+    assert row['ratio_to_one_device'] == 1.0
+  # The work per image does not depend on the batch; a dtype changes no count.
+  flops = [r['model_flops_per_image'] for r in rows]
+  assert flops == pytest.approx([flops[0]] * 4, rel=0.05)
+  # The table holds one line per row, in the same order.
+  lines = [l for l in table.splitlines() if l.startswith('one_device')]
+  assert [l.split()[4:6] for l in lines] == [
+      [str(r['batch_size']), r['dtype']] for r in rows]
+  assert 'Peak for MFU: measured: 256x256 float32 matmul' in table
+
+
+def test_strategies_on_real_input_against_one_device(reports):
+  report, table = reports('strategies')
+  assert report['input'] == 'real' and 'input_pipeline' in report['input_description']
+  rows = {r['name']: r for r in report['rows']}
+  assert list(rows) == ['one_device', 'towers', 'data']
+  assert [(r['strategy'], r['mesh'], r['devices']) for r in rows.values()] == [
+      ('data', {'data': 1, 'model': 1}, [0]),
+      ('towers', {'data': 1, 'model': 2}, [0, 1]),
+      ('data', {'data': 2, 'model': 1}, [0, 1]),
+  ]
+  base = rows['one_device']
+  for row in rows.values():
+    check_row_arithmetic(row, steps=2)
+    assert row['ratio_to_one_device'] == pytest.approx(
+        row['median_images_per_sec'] / base['median_images_per_sec'])
+    # MFU counts the one-device program's work, whatever the placement.
+    assert row['model_flops_per_image'] == base['model_flops_per_image']
+  # Each device of the split computes one tower: together the same work.
+  assert rows['towers']['compiled_flops_per_image'] == pytest.approx(
+      base['compiled_flops_per_image'], rel=0.1)
+  assert 'real: each step draws its batch' in table
+
+
+@pytest.mark.parametrize('kind, dtype, peak', [
+    ('NVIDIA H100 80GB HBM3', 'bfloat16', 989e12),
+    ('NVIDIA H100 PCIe', 'bfloat16', 756e12),
+    ('NVIDIA H100 NVL', 'float32', 418e12),
+    ('NVIDIA H200', 'bfloat16', 989e12),
+    ('NVIDIA A100-SXM4-80GB', 'float32', 156e12),
+    ('Tesla V100-SXM2-16GB', 'float32', 15.7e12),
+    ('TPU v4', 'bfloat16', 275e12),
+    ('TPU v5 lite', 'bfloat16', 197e12),
+    ('TPU v5', 'bfloat16', 459e12),
+    ('TPU v6 lite', 'bfloat16', 918e12),
+])
+def test_peak_table(kind, dtype, peak):
+  value, source = benchmark.table_peak(kind, dtype)
+  assert value == peak
+  assert 'datasheet' in source or 'TPU documentation' in source
+
+
+@pytest.mark.parametrize('kind, dtype', [
+    ('Tesla V100-SXM2-16GB', 'bfloat16'),  # No bfloat16 tensor cores.
+    ('NVIDIA GeForce GTX 580', 'float32'),
+])
+def test_unknown_peak_is_an_error_not_a_guess(kind, dtype):
+  class Device:
+    platform, device_kind = 'gpu', kind
+  assert benchmark.table_peak(kind, dtype) is None
+  with pytest.raises(UserError, match='No peak rate is known'):
+    benchmark.peaks(Device(), [dtype], 'auto', 0)
+
+
+def test_readme_table_is_generated_from_the_committed_results():
+  """Every results table in the README's benchmark section is `--markdown_from`
+  of a JSON report kept in benchmarks/results/."""
+  readme = (ROOT / 'README.md').read_text()
+  saved = sorted(RESULTS.glob('*.json'))
+  assert saved, f'no benchmark results in {RESULTS}'
+  for path in saved:
+    report = json.loads(path.read_text())
+    if 'rows' not in report or 'agreement' in report:
+      continue  # vs_pytorch reports have their own lines.
+    for line in benchmark.format_markdown(report).splitlines():
+      assert line in readme, f'{path.name}: README lacks {line!r}'
+
+
+# --- PyTorch (not a project dependency: skipped where it is not installed) --
+
+
+def _torch_or_skip():
+  return pytest.importorskip(
+      'torch', reason='PyTorch is not installed (not a project dependency;'
+      ' pip install -r benchmarks/requirements.txt to run the vs_pytorch checks)')
+
+
+def _tiny_config():
+  from configs import two_gpu  # pylint: disable=import-outside-toplevel
+  config = two_gpu.get_config('tiny')
+  config.model.init = 'he'  # Logits well away from zero.
+  return config
+
+
+def test_pytorch_twin_gives_the_same_logits():
+  _torch_or_skip()
+  from benchmarks import vs_pytorch  # pylint: disable=import-outside-toplevel
+  check = vs_pytorch.agreement(_tiny_config())
+  assert check['params_torch'] == check['params_jax']
+  assert check['agrees'], check
+  assert check['max_abs_logit'] > 0.1
+  # The check can fail: PyTorch's alpha convention left unconverted (alpha
+  # divided by n) changes the logits beyond the tolerance.
+  from alexnet_jax import model  # pylint: disable=import-outside-toplevel
+  wrong = vs_pytorch.agreement(_tiny_config(), lrn_alpha=model.LRN_ALPHA)
+  assert not wrong['agrees'], wrong
+
+
+def test_pytorch_twin_of_the_2012_net_has_caffes_parameter_count():
+  _torch_or_skip()
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import model  # pylint: disable=import-outside-toplevel
+  from benchmarks import vs_pytorch  # pylint: disable=import-outside-toplevel
+  cfg = model.ModelConfig()  # two_tower, 227x227, 1000 classes.
+  net = nnx.eval_shape(lambda: model.create(cfg))  # Shapes only.
+  flat = {}
+  for layer in cfg.network.layers:
+    for part in ('kernel', 'bias'):
+      towers, *shape, out = getattr(getattr(net, layer.name), part).shape
+      flat[f'{layer.name}/{part}'] = np.zeros((*shape, towers * out), np.float32)
+  twin = vs_pytorch.torch_network(cfg, flat)
+  assert vs_pytorch.count_params(twin) == 60_965_224
+  groups = {name: op.groups for name, op in twin.ops.items() if hasattr(op, 'groups')}
+  assert groups == {'conv1': 1, 'conv2': 2, 'conv3': 1, 'conv4': 2, 'conv5': 2}
