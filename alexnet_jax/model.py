@@ -288,18 +288,17 @@ def _forward(cfg: ModelConfig, module, x, towers, *, train, rng, record=None):
     hs = [act(h) for h in hs]
     if layer.lrn and cfg.lrn:
       hs = [lrn(h, convention=cfg.lrn_convention) for h in hs]
-    record(layer.name, hs[0])
     if layer.pool:
+      record(layer.name, hs[0])
       hs = [max_pool(h, cfg.overlapping_pool) for h in hs]
-      record(f'pool{layer.name.removeprefix("conv")}', hs[0])
     if layer.dropout and train and cfg.dropout_rate > 0:
-      hs = [_dropout(h, cfg.dropout_rate, towers.dropout_key(rng, index, i))
-            for h, i in zip(hs, local)]
+      hs = [_dropout(h, cfg.dropout_rate, towers.dropout_keep(
+          rng, index, i, h.shape, cfg.dropout_rate)) for h, i in zip(hs, local)]
+    record(f'pool{layer.name.removeprefix("conv")}' if layer.pool else layer.name, hs[0])
   return towers.exchange_logits(hs).astype(jnp.float32)  # Softmax over all classes.
 
 
-def _dropout(h, rate, key):
-  keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
+def _dropout(h, rate, keep):
   return jnp.where(keep, h / (1.0 - rate), 0).astype(h.dtype)
 
 

@@ -261,12 +261,25 @@ class Towers:
       full = jax.lax.dynamic_update_slice_in_dim(full, local, start, axis=-1)
       return jax.lax.psum(full, self.rules.tower)
 
-  def dropout_key(self, rng: jax.Array, layer: int, local: int) -> jax.Array:
-    """Independent masks per layer, tower, data shard (run_towers) and unit shard."""
+  def dropout_keep(self, rng: jax.Array, layer: int, local: int, shape,
+                   rate: float) -> jax.Array:
+    """Sec. 4.2's mask for one tower's fully connected outputs (`shape`, local).
+
+    Drawn for the whole batch and all units from (layer, tower) alone, then
+    this device's block is kept: every strategy and mesh drops the same
+    units of the same images, so all of them compute the same function.
+    """
     key = jax.random.fold_in(jax.random.fold_in(rng, layer), self.ids[local])
-    if self.rules.fc_units is not None:
-      key = jax.random.fold_in(key, jax.lax.axis_index(self.rules.fc_units))
-    return key
+    split = [(0, self.rules.fc_batch), (len(shape) - 1, self.rules.fc_units)]
+    full = list(shape)
+    for axis, name in split:
+      full[axis] *= jax.lax.axis_size(name) if name else 1
+    keep = jax.random.bernoulli(key, 1.0 - rate, full)
+    for axis, name in split:
+      if name:
+        keep = jax.lax.dynamic_slice_in_dim(
+            keep, jax.lax.axis_index(name) * shape[axis], shape[axis], axis)
+    return keep
 
 
 def run_towers(
@@ -288,9 +301,7 @@ def run_towers(
   """
   mesh = current_mesh()
   if mesh is None:
-    # Fold in data shard 0, as each device's program does.
-    return fn(params, images, jax.random.fold_in(rng, 0),
-              Towers(ids=list(range(num_towers))))
+    return fn(params, images, rng, Towers(ids=list(range(num_towers))))
   if rules is None:
     rules = STRATEGIES['towers' if mesh.shape.get(MODEL, 1) > 1 else 'data']
   n = mesh.shape[rules.tower] if rules.tower else 1
@@ -300,8 +311,6 @@ def run_towers(
 
   def per_device_fn(params, images, rng):
     first = jax.lax.axis_index(rules.tower) * per_device if rules.tower else 0
-    # Dropout masks differ between data shards (and, by id, between towers).
-    rng = jax.random.fold_in(rng, jax.lax.axis_index(rules.batch) if rules.batch else 0)
     return fn(params, images, rng,
               Towers(ids=[first + i for i in range(per_device)], rules=rules))
 

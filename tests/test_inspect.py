@@ -22,9 +22,29 @@ from alexnet_jax import hlo
 from alexnet_jax import inspect
 from alexnet_jax import model
 from alexnet_jax import parallel
+from alexnet_jax import step
 from configs import two_gpu
 
 FLOAT32 = 4
+# Fig. 2, written out here as the reference the compiled program must match.
+READS_BOTH_TOWERS = ('conv3', 'fc6', 'fc7', 'fc8')
+LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+ROWS = ('conv1', 'pool1', 'conv2', 'pool2', 'conv3', 'conv4', 'conv5', 'pool5',
+        'fc6', 'fc7', 'fc8')
+
+
+def spatial_sizes(config):
+  """The 2012 stack's side lengths by hand: conv1 11x11/4, then 3x3/2 pools."""
+  after = lambda s, k, stride: (s - k) // stride + 1
+  pool1 = after(after(config.image_size, 11, 4), 3, 2)
+  pool2 = after(pool1, 3, 2)  # conv2..conv5 keep the size (padding).
+  return {'pool2': pool2, 'pool5': after(pool2, 3, 2)}
+
+
+def widths(config):
+  scale = lambda n: max(1, round(n * config.model.width))
+  return {'conv2': scale(128), 'conv5': scale(128), 'fc6': scale(2048),
+          'fc7': scale(2048)}
 
 
 def tiny_config(data, model_axis):
@@ -46,10 +66,10 @@ def tally(collectives):
 # What the split must compile to: one all-gather per crossing forward, its
 # transpose (a reduce-scatter) backward, one all-reduce for the logits.
 SPLIT = {
-    **{(x, 'forward', 'all-gather', 'model'): 1 for x in model.READS_BOTH_TOWERS},
+    **{(x, 'forward', 'all-gather', 'model'): 1 for x in READS_BOTH_TOWERS},
     ('softmax', 'forward', 'all-reduce', 'model'): 1,
     **{(x, 'backward', 'reduce-scatter', 'model'): 1
-       for x in model.READS_BOTH_TOWERS},
+       for x in READS_BOTH_TOWERS},
 }
 
 
@@ -57,7 +77,7 @@ def exchanged(config) -> dict[str, tuple[int, ...]]:
   """Per crossing, the activation both towers see (per data shard), from the
   layer arithmetic: what each all-gather must produce."""
   b = config.batch_size // config.mesh.data
-  s, w = model.spatial_sizes(config), model.widths(config)
+  s, w = spatial_sizes(config), widths(config)
   return {
       'conv3': (b, s['pool2'], s['pool2'], 2 * w['conv2']),
       'fc6': (b, s['pool5'], s['pool5'], 2 * w['conv5']),
@@ -89,7 +109,7 @@ def test_towers_talk_only_at_the_crossings(cli_json):
   # The 2012 numbers, for a reader: fc6's all-gather is B * 6 * 6 * 128 * 2
   # floats at full size, here with the tiny widths.
   fc6 = next(c for c in found if c.crossing == 'fc6' and not c.backward)
-  s, w = model.spatial_sizes(config), model.widths(config)
+  s, w = spatial_sizes(config), widths(config)
   assert fc6.bytes == config.batch_size * s['pool5'] ** 2 * w['conv5'] * 2 * FLOAT32
 
 
@@ -105,7 +125,7 @@ def test_data_parallel_reduces_only_gradients_and_the_loss():
       ('gradients', 'backward'), ('loss/metrics', 'forward')}
   # Every parameter's gradient is summed over `data` once.
   grads = [c for c in found if c.crossing == 'gradients']
-  params = model.count_params(model.create(config))
+  params = model.count_params(step.create_model(config))
   assert sum(c.bytes for c in grads) == FLOAT32 * params
   # The batch means of train_loss and train_top1: two scalars.
   metrics = [c for c in found if c.crossing == 'loss/metrics']
@@ -170,18 +190,18 @@ def test_cli_json_describes_the_split(cli_json):
 
   assert report['mesh'] == {'data': 1, 'model': 2}
   layers = {l['name']: l for l in report['layers']}
-  assert list(layers) == list(inspect.ROWS)
-  for name, shape in model.layer_shapes(config).items():
+  assert list(layers) == list(ROWS)
+  for name, shape in model.layer_shapes(step.model_config(config)).items():
     assert tuple(layers[name]['output_per_tower']) == shape, name
-  net = model.create(config)
+  net = step.create_model(config)
   assert report['params'] == model.count_params(net)
-  for name in model.LAYERS:
+  for name in LAYERS:
     state = nnx.state(getattr(net, name), nnx.Param)
     params = sum(x.size for x in jax.tree.leaves(state))
     assert layers[name]['params'] == params, name
     assert layers[name]['params_per_tower'] * 2 == params, name
     assert layers[name]['devices_by_tower'] == [[0], [1]], name
-    assert layers[name]['reads_other_tower'] == (name in model.READS_BOTH_TOWERS)
+    assert layers[name]['reads_other_tower'] == (name in READS_BOTH_TOWERS)
   # Each device holds exactly one tower: half of everything.
   assert [d['params'] * 2 for d in report['devices']] == [report['params']] * 2
   assert {(c['crossing'], c['direction'], c['kind'], c['axis'])

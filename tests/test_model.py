@@ -19,8 +19,12 @@ import pytest
 
 from alexnet_jax import model
 from alexnet_jax import parallel
+from alexnet_jax import step
+from alexnet_jax import validation
 from alexnet_jax.errors import UserError
 from configs import default
+
+LAYERS = [layer.name for layer in model.NETWORKS['two_tower'].layers]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +45,7 @@ def tiny_config(**model_overrides):
 
 def abstract_model(config):
   """The model with shapes for parameters: nothing is allocated."""
-  return nnx.eval_shape(lambda: model.AlexNet(config, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: model.AlexNet(step.model_config(config), rngs=nnx.Rngs(0)))
 
 
 def abstract_params(config):
@@ -67,6 +71,12 @@ def random_model(config, seed):
     return jnp.asarray(std * rng.standard_normal(x.shape, np.float32))
 
   return graphdef, jax.tree.map(draw, abstract)
+
+
+def tower_sharding(state, mesh):
+  """Where the 2012 split puts every parameter: its towers over `model`."""
+  return parallel.param_shardings(model.param_axes(state),
+                                  parallel.STRATEGIES['towers'], mesh)
 
 
 def rel_err(a, b):
@@ -110,7 +120,7 @@ def test_parameter_count_per_layer_matches_paper_table():
   expected = {name: 2 * (fan_in * out + out)
               for name, (fan_in, out) in PAPER_TABLE.items()}
   got = {name: sum(math.prod(x.shape) for x in jax.tree.leaves(params[name]))
-         for name in model.LAYERS}
+         for name in LAYERS}
   assert got == expected
   assert sum(expected.values()) == 60_965_224
   # Towers on the leading axis: (2, kh, kw, in, out) and (2, in, out).
@@ -124,7 +134,7 @@ def test_parameter_count_per_layer_matches_paper_table():
 
 
 def test_layer_shapes_per_tower_at_227():
-  assert model.layer_shapes(full_config()) == {
+  assert model.layer_shapes(step.model_config(full_config())) == {
       'conv1': (55, 55, 48), 'pool1': (27, 27, 48),
       'conv2': (27, 27, 128), 'pool2': (13, 13, 128),
       'conv3': (13, 13, 192), 'conv4': (13, 13, 192),
@@ -136,7 +146,7 @@ def test_layer_shapes_per_tower_at_227():
 
 
 def test_owt_conv1_padding_gives_55_at_224():
-  shapes = model.layer_shapes(full_config('owt', 224))
+  shapes = model.layer_shapes(step.model_config(full_config('owt', 224)))
   assert shapes['conv1'] == (55, 55, 64)
   assert shapes['pool5'] == (6, 6, 256)
   assert shapes['fc8'] == (1000,)
@@ -217,7 +227,7 @@ def test_mesh_matches_single_device(tiny, single_device, mesh_name, train):
   config.mesh.data, config.mesh.model = MESHES[mesh_name]
   mesh = parallel.make_mesh(config)
   with jax.set_mesh(mesh):
-    state = jax.device_put(tiny['state'], parallel.param_sharding(mesh))
+    state = jax.device_put(tiny['state'], tower_sharding(tiny['state'], mesh))
     images = jax.device_put(tiny['images'], parallel.batch_sharding(mesh))
     labels = jax.device_put(tiny['labels'], parallel.batch_sharding(mesh))
     compiled = jax.jit(loss_fn(tiny['graphdef'], train)).lower(
@@ -256,9 +266,9 @@ def test_each_device_holds_half_of_every_layer(tiny):
   config.mesh.data, config.mesh.model = 1, 2
   mesh = parallel.make_mesh(config)
   state = jax.device_put(nnx.state(tiny['state'], nnx.Param),
-                         parallel.param_sharding(mesh))
+                         tower_sharding(tiny['state'], mesh))
   leaves = named_leaves(state)
-  assert len(leaves) == 2 * len(model.LAYERS)
+  assert len(leaves) == 2 * len(LAYERS)
   for name, x in leaves:
     shards = x.addressable_shards
     assert len(shards) == 2, name
@@ -320,7 +330,7 @@ def test_dropout_masks_differ_between_data_shards_when_split():
       import jax, jax.numpy as jnp, numpy as np
       from alexnet_jax import model, parallel
       from configs import default
-      from tests.test_model import random_model, rel_err
+      from tests.test_model import random_model, rel_err, tower_sharding
 
       config = default.get_config('tiny')
       config.mesh.data, config.mesh.model = 2, 2
@@ -333,7 +343,7 @@ def test_dropout_masks_differ_between_data_shards_when_split():
       mesh = parallel.make_mesh(config)
       assert dict(mesh.shape) == {'data': 2, 'model': 2}
       with jax.set_mesh(mesh):
-        s = jax.device_put(state, parallel.param_sharding(mesh))
+        s = jax.device_put(state, tower_sharding(state, mesh))
         x = jax.device_put(images, parallel.batch_sharding(mesh))
         f = jax.jit(run, static_argnums=2)
         evals, trains = f(s, x, False), f(s, x, True)
@@ -365,27 +375,27 @@ def test_dropout_masks_differ_between_data_shards_when_split():
 def test_validate_image_too_small_names_smallest(variant, overlapping, smallest):
   config = full_config(variant, smallest)
   config.model.overlapping_pool = overlapping
-  model.validate(config)
-  assert model.layer_shapes(config)['pool5'][:2] == (1, 1)
+  validation.validate_model(config)
+  assert model.layer_shapes(step.model_config(config))['pool5'][:2] == (1, 1)
   config.image_size = smallest - 1
   with pytest.raises(UserError, match=rf'\b{smallest}\b'):
-    model.validate(config)
+    validation.validate_model(config)
 
 
 def test_validate_unknown_variant():
   config = full_config()
   config.model.variant = 'three_tower'
   with pytest.raises(UserError, match='three_tower'):
-    model.validate(config)
+    validation.validate_model(config)
 
 
 def test_validate_classes_split_over_towers():
   config = full_config()
   config.model.num_classes = 999
   with pytest.raises(UserError, match='999'):
-    model.validate(config)
+    validation.validate_model(config)
   config.model.variant = 'one_tower'  # One tower takes any number.
-  model.validate(config)
+  validation.validate_model(config)
 
 
 # --- 8. Export ------------------------------------------------------------------
@@ -413,7 +423,7 @@ def test_export_full_size_shapes_and_count():
 def test_export_values_tower_0_first(tiny):
   net = nnx.merge(tiny['graphdef'], tiny['state'])
   flat = model.export_params(net)
-  for name in model.LAYERS:
+  for name in LAYERS:
     layer = getattr(net, name)
     for part in ('kernel', 'bias'):
       towers = np.asarray(getattr(layer, part)[...])
@@ -450,13 +460,13 @@ def test_bfloat16_compute_keeps_float32_params(tiny):
 def test_exported_weights_round_trip_through_npz_without_pickle(tmp_path):
   from configs import two_gpu
   config = two_gpu.get_config('tiny')
-  source, target = model.create(config, seed=1), model.create(config, seed=2)
+  source, target = step.create_model(config, seed=1), step.create_model(config, seed=2)
   path = tmp_path / 'weights.npz'
   np.savez(path, **model.export_params(source))
   with np.load(path, allow_pickle=False) as flat:
     model.import_params(target, dict(flat))
   x = jnp.ones((2, config.image_size, config.image_size, 3))
   np.testing.assert_array_equal(np.asarray(source(x)), np.asarray(target(x)))
-  with pytest.raises(UserError, match='does not fit'):
+  with pytest.raises(ValueError, match='does not fit'):
     model.import_params(target, {**model.export_params(source),
                                  'conv1/kernel': np.zeros((11, 11, 3, 7))})
