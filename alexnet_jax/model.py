@@ -63,25 +63,11 @@ class Network:
   layers: tuple[Layer, ...]  # The last one gives the logits (no ReLU).
 
 
-def _alexnet(towers, conv, fc, conv1_padding=0) -> Network:
-  """The 2012 layer stack (Fig. 2) with the given kernels/units per tower."""
+def _alexnet(towers, conv, fc, conv1=(11, 4, 0)) -> Network:
+  """The 2012 layer stack (Fig. 2): kernels/units per tower, conv1's (size, stride, pad)."""
+  size, stride, pad = conv1
   return Network(towers, (
-      Layer('conv1', conv[0], 11, stride=4, padding=conv1_padding, lrn=True, pool=True),
-      Layer('conv2', conv[1], 5, padding=2, lrn=True, pool=True, bias_one=True),
-      Layer('conv3', conv[2], 3, padding=1, reads_both=True),
-      Layer('conv4', conv[3], 3, padding=1, bias_one=True),
-      Layer('conv5', conv[4], 3, padding=1, pool=True, bias_one=True),
-      Layer('fc6', fc, reads_both=True, dropout=True, bias_one=True),
-      Layer('fc7', fc, reads_both=True, dropout=True, bias_one=True),
-      Layer('fc8', 0, reads_both=True),
-  ))
-
-
-def _cifar(towers, conv, fc) -> Network:
-  """Fig. 2's crossings scaled to 32x32: 5x5 convolutions at stride 1 where the
-  2012 net has 11x11/4 and 5x5, so the maps go 32 -> 15 -> 7 -> 3."""
-  return Network(towers, (
-      Layer('conv1', conv[0], 5, padding=2, lrn=True, pool=True),
+      Layer('conv1', conv[0], size, stride=stride, padding=pad, lrn=True, pool=True),
       Layer('conv2', conv[1], 5, padding=2, lrn=True, pool=True, bias_one=True),
       Layer('conv3', conv[2], 3, padding=1, reads_both=True),
       Layer('conv4', conv[3], 3, padding=1, bias_one=True),
@@ -102,11 +88,12 @@ NETWORKS = {
     # conv1 padded by 2 so 224 inputs give 55x55. Its adaptive 6x6 average
     # pool is the identity at 224 and is left out; its dropout sits before
     # fc6/fc7 rather than after (not modelled).
-    'owt': _alexnet(1, (64, 192, 384, 256, 256), 4096, conv1_padding=2),
-    # 32x32 (CIFAR-10) versions for the ablations of Sec. 3: two towers, and
-    # one tower of the same total width (Sec. 3.2's comparison).
-    'cifar_two_tower': _cifar(2, (32, 64, 96, 96, 64), 256),
-    'cifar_one_tower': _cifar(1, (64, 128, 192, 192, 128), 512),
+    'owt': _alexnet(1, (64, 192, 384, 256, 256), 4096, conv1=(11, 4, 2)),
+    # 32x32 (CIFAR-10) versions for the ablations of Sec. 3, with Fig. 2's
+    # crossings: conv1 5x5 at stride 1 (maps 32 -> 15 -> 7 -> 3), two towers
+    # and one tower of the same total width (Sec. 3.2's comparison).
+    'cifar_two_tower': _alexnet(2, (32, 64, 96, 96, 64), 256, conv1=(5, 1, 2)),
+    'cifar_one_tower': _alexnet(1, (64, 128, 192, 192, 128), 512, conv1=(5, 1, 2)),
     # Sec. 3.1 (Fig. 1) and 3.3: the four-layer CNN of the CIFAR-10 claims,
     # cuda-convnet's layers-18pct layout (three 5x5 convolutions, one
     # classifier) in this project's order (ReLU, LRN, max-pool).
@@ -332,23 +319,6 @@ def input_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 def layer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
   """Output shape per tower of every layer and pool, without the batch."""
   return _trace(cfg)[1]
-
-
-def fits(cfg: ModelConfig) -> bool:
-  """Whether the image survives every layer with at least one pixel."""
-  try:
-    return all(min(s) >= 1 for s in layer_shapes(cfg).values())
-  except (TypeError, ValueError):  # A negative size fails inside the trace.
-    return False
-
-
-def smallest_image_size(cfg: ModelConfig) -> int:
-  """The smallest image the network accepts (binary search over traces)."""
-  lo, hi = 1, 4096
-  while lo < hi:
-    mid = (lo + hi) // 2
-    lo, hi = (lo, mid) if fits(dataclasses.replace(cfg, image_size=mid)) else (mid + 1, hi)
-  return lo
 
 
 def path_names(path) -> list[str]:

@@ -89,10 +89,6 @@ def rules(config) -> Rules:
   return STRATEGIES[config.strategy]
 
 
-def uses(rules: Rules, axis: str) -> bool:
-  return axis in dataclasses.astuple(rules)
-
-
 def strategy_mesh_shape(strategy: str, num_devices: int, num_towers: int) -> dict[str, int]:
   """The usual mesh for a strategy: towers on `model`, every other device on `data`."""
   model = num_towers if STRATEGIES[strategy].tower == MODEL else 1
@@ -320,8 +316,3 @@ def run_towers(
       out_specs=P(rules.fc_batch),
   )(params, images, rng)
 
-
-def shard_count(x: jax.Array) -> int:
-  """How many distinct pieces an array is split into (for tests and inspect)."""
-  return math.prod(
-      x.sharding.mesh.shape[a] for a in jax.tree.leaves(tuple(x.sharding.spec)))

@@ -122,12 +122,12 @@ def validate_model(config) -> None:
     raise UserError(f'Unknown dtype {config.dtype!r}; choose one of'
                     f' {", ".join(model_lib.DTYPES)}.')
   cfg = step.model_config(config)
-  if not model_lib.fits(cfg):
+  if not fits(cfg):
     raise UserError(
         f'image_size={config.image_size} is too small for the {m.variant}'
         f' network (overlapping_pool={m.overlapping_pool}): the feature maps'
         ' shrink to nothing before the fully connected layers. The smallest'
-        f' image size that works is {model_lib.smallest_image_size(cfg)}; the'
+        f' image size that works is {smallest_image_size(cfg)}; the'
         ' paper uses 227.')
 
 
@@ -156,7 +156,7 @@ def validate_rules(config, mesh: dict[str, int]) -> parallel.Rules:
           f'{source} maps {logical} to the mesh axis {axis!r}, which does not'
           f' exist; the mesh axes are {", ".join(mesh)}.')
   for axis, size in mesh.items():
-    if size > 1 and not parallel.uses(rules, axis):
+    if size > 1 and axis not in dataclasses.astuple(rules):
       raise UserError(
           f'The mesh puts {size} devices on {axis!r} but {source} splits'
           f' nothing over it. Pass --config.mesh.{axis}=1, or a strategy that'
@@ -191,3 +191,20 @@ def validate_rules(config, mesh: dict[str, int]) -> parallel.Rules:
           f' does not divide by {n}. Change model.width or model.num_classes,'
           ' or the mesh.')
   return rules
+
+
+def fits(cfg: model_lib.ModelConfig) -> bool:
+  """Whether the image survives every layer with at least one pixel."""
+  try:
+    return all(min(s) >= 1 for s in model_lib.layer_shapes(cfg).values())
+  except (TypeError, ValueError):  # A negative size fails inside the trace.
+    return False
+
+
+def smallest_image_size(cfg: model_lib.ModelConfig) -> int:
+  """The smallest image the network accepts (binary search over traces)."""
+  lo, hi = 1, 4096
+  while lo < hi:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if fits(dataclasses.replace(cfg, image_size=mid)) else (mid + 1, hi)
+  return lo
