@@ -1,0 +1,17 @@
+"""Sec. 3.3: does local response normalisation lower the test error of the four-layer CNN?
+
+The paper: 13% test error without LRN, 11% with it, on CIFAR-10.
+
+    python -m alexnet_jax.sweep --sweep=experiments/lrn.py --workdir=/work/sweeps/lrn --parallel=2
+
+Result: see experiments/results/lrn/ (filled in when measured).
+"""
+
+BASE = 'configs/cifar10.py:cifar_4layer,small'
+OVERRIDES = {
+    'batch_size': 64, 'num_train_steps': 300, 'log_every_steps': 10,
+    'eval_every_steps': 100, 'checkpoint_every_steps': 100,
+    'model.init': 'he',
+}
+PRODUCT = {'model.lrn': [True, False]}
+SEEDS = [0, 1]
