@@ -11,21 +11,40 @@ Three kinds of `config.dataset`:
 
 The training batches are a pure function of (config, process_index,
 process_count): epoch `e` reads this process's shard in an order drawn from
-(config.seed, process, e), and each example's crop and flip come from a
-stateless seed of (config.seed, process, e, position in the epoch). Resuming at
-step k skips the records already consumed before decoding them, so
-`train_batches(config, start_step=k)` yields exactly the batches from k on.
+(config.seed, process, e), and each example's crop, flip and colour shift come
+from a stateless seed of (config.seed, process, e, position in the epoch).
+Resuming at step k skips the records already consumed before decoding them,
+so `train_batches(config, start_step=k)` yields exactly the batches from k on.
 
-Images (Sec. 2 and 4.1 of the paper): the shorter side is resized to
-R = round(image_size * resize_ratio) and the centre R x R kept; training takes
-random image_size crops of it and random horizontal flips, evaluation the
-centre crop. Without `random_crop`, the shorter side goes to image_size and the
-centre is kept. Small images (shapes10, CIFAR's 32 px) take the same path, so
-they are resized up to R before cropping.
+Images (Sec. 2 and 4.1 of the paper): each image is seen as its centre square
+resized to R x R, R = round(image_size * resize_ratio) (256 for 224 crops).
+Training takes random image_size x image_size patches of it and random
+horizontal flips, evaluation the centre patch, and the ten-patch test the four
+corner and the centre patches and their reflections (`ten_crops`). Without
+`random_crop`, R = image_size. Each patch is cut from the file before it is
+resized: JPEGs decode only the patch's window (`tf.io.decode_and_crop_jpeg`,
+with a pixel of margin so that the chroma upsampling at the window's edges
+equals the full decode's), and only that window is resized to image_size,
+bilinearly as Caffe did (antialiased only when shrinking more than twice).
+Small images (shapes10, CIFAR's 32 px) take the same path and are enlarged.
+
+Sec. 4.1's colour augmentation (`input.pca_lighting`, the standard deviation
+of a_i; the paper's is 0.1) adds [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T to every
+pixel of an image, with p_i, l_i the eigenvectors and eigenvalues of the RGB
+covariance of the training set (of pixel values in 0..1, where the formula's
+size is right; fb.resnet.torch applies it there too) and a_i drawn once per
+image per use. Then the pixels are normalised (`input.normalization`):
+`mean_pixel` subtracts the training set's mean pixel (Sec. 2), `standardize`
+also divides by the per-channel standard deviation. The statistics come from
+`input.stats_file` (written by `python -m alexnet_jax.data_stats`), or are
+ImageNet's (the constants below) when it is empty. Each image's steps run in
+one tf.data map, in the image's own (cached) memory; there is no Python per
+image.
 """
 
 import dataclasses
 import functools
+import json
 import math
 from pathlib import Path
 from typing import Iterator
@@ -38,10 +57,28 @@ import tensorflow_datasets as tfds
 from alexnet_jax import shapes10
 from alexnet_jax.errors import UserError
 
-# Per-channel statistics of ImageNet in 0..255 units, used for every dataset:
-# they only need to bring inputs near zero mean and unit variance.
-MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# `standardize` without a stats file: torchvision's ImageNet mean and standard
+# deviation per channel, in 0..255 units (0.485, 0.456, 0.406 and 0.229, 0.224,
+# 0.225 of 0..1).
+STANDARDIZE_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STANDARDIZE_STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+# `mean_pixel` without a stats file: ILSVRC-2012's mean training pixel in
+# 0..255 units, RGB. Caffe's python/caffe/imagenet/ilsvrc_2012_mean.npy (the
+# mean 256x256 image of bvlc_alexnet) averaged over its positions: B 104.0070,
+# G 116.6688, R 122.6789.
+IMAGENET_MEAN_PIXEL = (122.6789143406786, 116.66876761696767, 104.0069879317889)
+
+# Sec. 4.1 without a stats file: the principal components of ImageNet's RGB
+# pixel values as fb.resnet.torch ships them (datasets/imagenet.lua, `pca`),
+# eigenvalues for pixel values in 0..1 (times 255**2 for 0..255), eigenvectors
+# as columns, rows R, G, B.
+IMAGENET_EIGENVALUES = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGENVECTORS = ((-0.5675, 0.7192, 0.4009),
+                         (-0.5808, -0.0045, -0.8140),
+                         (-0.5836, -0.6948, 0.4203))
+
+NORMALIZATIONS = ('standardize', 'mean_pixel')
 
 # Fixed, so that the built-in dataset does not change with config.seed.
 SHAPES10_SEED = 0
@@ -58,9 +95,97 @@ class DatasetInfo:
   num_eval_examples: int
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageStats:
+  """RGB statistics of a training set (data_stats.py writes them as JSON)."""
+  mean_rgb: tuple[float, ...]  # 0..255 units.
+  stddev_rgb: tuple[float, ...]  # 0..255 units.
+  eigenvalues: tuple[float, ...]  # Of the covariance of pixels in 0..1.
+  eigenvectors: tuple[tuple[float, ...], ...]  # Columns, rows R, G, B.
+
+  def to_json(self) -> dict:
+    return {
+        'mean_rgb': list(self.mean_rgb),
+        'stddev_rgb': list(self.stddev_rgb),
+        'eigenvalues': list(self.eigenvalues),
+        'eigenvectors': [list(row) for row in self.eigenvectors],
+        'units': STATS_UNITS,
+    }
+
+
+STATS_UNITS = ('mean_rgb and stddev_rgb in 0..255; eigenvalues and the '
+               'columns of eigenvectors of the RGB covariance of pixel values '
+               'in 0..1 (eigenvalues times 255**2 for 0..255)')
+
+
 def dataset_info(config) -> DatasetInfo:
-  """Finds (or, for shapes10, prepares) the dataset; UserError if missing."""
+  """Finds (or, for shapes10, prepares) the dataset; UserError if missing.
+
+  Also reads the input settings and the stats file, so that a bad one stops
+  a run before anything compiles.
+  """
+  image_stats(config)
   return _source(config).info
+
+
+def image_stats(config) -> ImageStats | None:
+  """The stats file's statistics, or None for ImageNet's constants."""
+  if config.input.normalization not in NORMALIZATIONS:
+    raise UserError(
+        f'Unknown config.input.normalization={config.input.normalization!r};'
+        f' choose {" or ".join(map(repr, NORMALIZATIONS))} (Sec. 2: subtract'
+        ' the mean pixel).')
+  if not (config.input.pca_lighting >= 0 and
+          math.isfinite(config.input.pca_lighting)):
+    raise UserError(
+        'config.input.pca_lighting is the standard deviation of the colour'
+        f' shift a_i (Sec. 4.1: 0.1; 0 turns it off); got'
+        f' {config.input.pca_lighting!r}.')
+  if not config.input.stats_file:
+    return None
+  return load_stats(config.input.stats_file)
+
+
+def load_stats(path: str) -> ImageStats:
+  """Reads and checks a stats file; UserError naming what is wrong."""
+  path = Path(path).expanduser()
+  remedy = ('Write it with `python -m alexnet_jax.data_stats --config=CONFIG'
+            f' --out={path}`, or set config.input.stats_file=\'\' to use'
+            " ImageNet's statistics.")
+  try:
+    raw = json.loads(path.read_text())
+  except FileNotFoundError:
+    raise UserError(f'config.input.stats_file={str(path)!r} does not exist.'
+                    f' {remedy}') from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f'config.input.stats_file={str(path)!r} is not readable'
+                    f' JSON ({e}). {remedy}') from None
+  shapes = {'mean_rgb': (3,), 'stddev_rgb': (3,), 'eigenvalues': (3,),
+            'eigenvectors': (3, 3)}
+  values = {}
+  for key, shape in shapes.items():
+    try:
+      value = np.asarray(raw[key], np.float64)
+    except (KeyError, TypeError, ValueError):
+      value = None
+    if value is None or value.shape != shape or not np.isfinite(value).all():
+      found = (np.shape(raw.get(key)) if isinstance(raw, dict) and key in raw
+               else 'missing')
+      raise UserError(
+          f'The stats file {path} needs {key!r} as {"x".join(map(str, shape))}'
+          f' finite numbers; found {found}. {remedy}')
+    values[key] = value
+  if (values['stddev_rgb'] <= 0).any() or (values['eigenvalues'] < 0).any():
+    raise UserError(f'The stats file {path} has a non-positive stddev_rgb or a'
+                    f' negative eigenvalue. {remedy}')
+  vectors = values['eigenvectors']
+  if not np.allclose(vectors.T @ vectors, np.eye(3), atol=1e-2):
+    raise UserError(f'The eigenvectors in the stats file {path} are not'
+                    f' orthonormal. {remedy}')
+  return ImageStats(
+      tuple(values['mean_rgb'].tolist()), tuple(values['stddev_rgb'].tolist()),
+      tuple(values['eigenvalues'].tolist()),
+      tuple(map(tuple, vectors.tolist())))
 
 
 def steps_per_epoch(config, info: DatasetInfo) -> int:
@@ -73,6 +198,14 @@ def skipped_files(config) -> list[str]:
   if config.dataset != 'image_folder':
     return []
   return list(_image_folder(config).skipped)
+
+
+def class_names(config) -> tuple[str, ...]:
+  """The name of each label: the TFDS ClassLabel names or the class folders."""
+  source = _source(config)
+  if isinstance(source, _FolderSource):
+    return source.folder.class_names
+  return tuple(source.builder.info.features['label'].names)
 
 
 def train_batches(config, *, start_step: int = 0, process_index: int = 0,
@@ -93,37 +226,73 @@ def train_batches(config, *, start_step: int = 0, process_index: int = 0,
         'use a larger split.')
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
+  stats = image_stats(config)
   # Checked here, not on the first next(): errors surface at the call.
-  return _train_iterator(config, source, start_step, steps, batch_size,
+  return _train_iterator(config, source, stats, start_step, steps, batch_size,
                          process_index, process_count)
 
 
-def eval_batches(config, *, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(config, *, process_index: int = 0, process_count: int = 1,
+                 ten_crop: bool = False) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this process's shard of config.eval_split.
 
   Yields {'image', 'label', 'mask'}: the last batches are padded to full size
   with mask 0, and every process yields the same number of batches, so that
   the examples with mask 1 over all processes are the split, each once.
+  Images are (B, S, S, 3) centre patches, or with `ten_crop` (B, 10, S, S, 3),
+  the patches of `ten_crops`.
   """
   source = _source(config)
+  stats = image_stats(config)
   batch_size = _local_batch_size(config, process_count)
   shard, _ = source.shard(config.eval_split, process_index, process_count)
   largest = max(source.shard(config.eval_split, i, process_count)[1]
                 for i in range(process_count))
   num_batches = math.ceil(largest / batch_size)
 
+  image_fn = _ten_crop_images if ten_crop else _eval_image
   ds = source.records(shard, shuffle_seed=None, skip=0)
-  ds = ds.map(lambda ex: {'image': _eval_image(config, _decode(ex['image'])),
-                          'label': tf.cast(ex['label'], tf.int32)},
+  ds = ds.map(lambda ex: {
+      'image': _normalise(config, stats, image_fn(config, ex['image'])),
+      'label': tf.cast(ex['label'], tf.int32)},
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size).map(functools.partial(_pad_batch, batch_size))
-  ds = ds.concatenate(_empty_batches(config, batch_size).take(num_batches))
+  patches = (10,) if ten_crop else ()
+  ds = ds.concatenate(_empty_batches(config, batch_size, patches)
+                      .take(num_batches))
   ds = ds.take(num_batches).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options()).as_numpy_iterator()
 
 
-def _train_iterator(config, source, start_step, steps, batch_size,
+def eval_image(config, encoded: bytes) -> np.ndarray:
+  """One encoded image as evaluation sees it: (S, S, 3) float32, normalised.
+
+  Raises tf.errors.InvalidArgumentError if the bytes are not a readable image.
+  """
+  image = _eval_image(config, tf.constant(encoded))
+  return _normalise(config, image_stats(config), image).numpy()
+
+
+def ten_crops(square, size: int, outer: int):
+  """Sec. 4.1's ten test patches of an image's centre square, as float32.
+
+  `square` (m, m, 3) is seen at outer x outer; the patches are the size x size
+  windows at its four corners (top-left, top-right, bottom-left,
+  bottom-right) and its centre, cut at that scale and resized to size x size,
+  then the same five reflected horizontally: (10, size, size, 3).
+  """
+  far, centre = outer - size, (outer - size) // 2
+  patches = []
+  for offset in ((0, 0), (0, far), (far, 0), (far, far), (centre, centre)):
+    top_left, height_width = _window(tf.shape(square), outer, size, offset)
+    window = tf.slice(square, tf.concat([top_left, [0]], 0),
+                      tf.concat([height_width, [3]], 0))
+    patches.append(_resize(window, size))
+  patches = tf.stack(patches)
+  return tf.concat([patches, tf.reverse(patches, [2])], 0)
+
+
+def _train_iterator(config, source, stats, start_step, steps, batch_size,
                     process_index, process_count):
   shard, _ = source.shard(config.train_split, process_index, process_count)
   epoch, step_in_epoch = divmod(start_step, steps)
@@ -135,7 +304,7 @@ def _train_iterator(config, source, start_step, steps, batch_size,
 
     def preprocess(position, ex, augment_seed=augment_seed):
       seed = tf.random.experimental.stateless_fold_in(augment_seed, position)
-      return {'image': _train_image(config, _decode(ex['image']), seed),
+      return {'image': _train_image(config, stats, ex['image'], seed),
               'label': tf.cast(ex['label'], tf.int32)}
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
@@ -169,54 +338,150 @@ def _local_batch_size(config, process_count):
 # Images.
 
 
-def _resize_shorter_side(image, size):
-  """Resizes uint8 or float (H, W, 3) so that min(H, W) = size, as float32."""
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
-  new_shape = tf.cast(tf.round(shape * size / tf.reduce_min(shape)), tf.int32)
-  new_shape = tf.maximum(new_shape, size)  # Guards against rounding down.
-  # Images already at size (shapes10) skip the resampling, an identity that
-  # costs a fifth of the pipeline's time.
-  return tf.cond(
-      tf.reduce_all(tf.shape(image)[:2] == new_shape),
-      lambda: tf.cast(image, tf.float32),
-      lambda: tf.image.resize(image, new_shape, antialias=True))
-
-
-def _centre_crop(image, size):
-  top = (tf.shape(image)[0] - size) // 2
-  left = (tf.shape(image)[1] - size) // 2
-  return image[top:top + size, left:left + size]
-
-
-def _normalise(image):
-  return (image - MEAN_RGB) / STDDEV_RGB
-
-
-def _outer_size(config):
-  """R: the side of the centre square that crops are taken from (Sec. 2)."""
+def outer_size(config):
+  """R: the side of the centre square that patches are taken from (Sec. 2)."""
   if config.input.random_crop:
     return round(config.image_size * config.input.resize_ratio)
   return config.image_size
 
 
-def _train_image(config, image, seed):
-  size, outer = config.image_size, _outer_size(config)
+def _window(shape, outer, size, offset):
+  """Where, in an image of `shape`, the size x size patch at `offset` (y, x)
+  of its centre square resized to outer x outer lies: (top, left), (h, w).
+
+  The patch's edges are scaled to the image and rounded, so patches of the
+  same size may differ by a pixel in the image; each is resized to size.
+  """
+  hw = tf.cast(shape[:2], tf.int32)
+  side = tf.reduce_min(hw)
+  scale = tf.cast(side, tf.float64) / outer
+  offset = tf.constant(offset, tf.int32) if isinstance(offset, tuple) else offset
+  start = tf.cast(tf.round(tf.cast(offset, tf.float64) * scale), tf.int32)
+  stop = tf.cast(tf.round(tf.cast(offset + size, tf.float64) * scale), tf.int32)
+  stop = tf.maximum(stop, start + 1)  # Images smaller than outer / size px.
+  return (hw - side) // 2 + start, stop - start
+
+
+def _decode_window(encoded, window_fn):
+  """Decodes the window `window_fn(shape)` of an encoded image, as uint8."""
+
+  def jpeg():
+    shape = tf.io.extract_jpeg_shape(encoded)
+    top_left, size = window_fn(shape)
+    # One pixel of margin: without it the window's last row and column
+    # differ from the full decode (up to 60 levels with 4:2:0 chroma).
+    start = tf.maximum(top_left - 1, 0)
+    stop = tf.minimum(top_left + size + 1, tf.cast(shape[:2], tf.int32))
+    window = tf.io.decode_and_crop_jpeg(
+        encoded, tf.concat([start, stop - start], 0), channels=3)
+    return tf.slice(window, tf.concat([top_left - start, [0]], 0),
+                    tf.concat([size, [3]], 0))
+
+  def other():
+    image = _decode(encoded)
+    top_left, size = window_fn(tf.shape(image))
+    return tf.slice(image, tf.concat([top_left, [0]], 0),
+                    tf.concat([size, [3]], 0))
+
+  return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def _resize(window, size):
+  """uint8 (h, w, 3) -> float32 (size, size, 3): bilinear, as Caffe resized;
+  antialiased when shrinking more than twice, where bilinear skips pixels."""
+  hw = tf.shape(window)[:2]
+  image = tf.cond(
+      tf.reduce_all(hw == size),
+      lambda: tf.cast(window, tf.float32),
+      lambda: tf.cond(
+          tf.reduce_any(hw > 2 * size),
+          lambda: tf.image.resize(window, (size, size), antialias=True),
+          lambda: tf.image.resize(window, (size, size))))
+  return tf.ensure_shape(image, (size, size, 3))
+
+
+def _train_image(config, stats, encoded, seed):
+  size, outer = config.image_size, outer_size(config)
   crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 2))
-  image = _centre_crop(_resize_shorter_side(image, outer), outer)
-  if config.input.random_crop:  # Sec. 4.1: random patches of the R x R image.
-    image = tf.image.stateless_random_crop(image, (size, size, 3), crop_seed)
+  if config.input.random_crop:
+    # Sec. 4.1: a random patch of the R x R image; the offsets that
+    # tf.image.stateless_random_crop would draw on it.
+    draw = tf.random.stateless_uniform(
+        [3], crop_seed, maxval=tf.int32.max, dtype=tf.int32)
+    offset = draw[:2] % (outer - size + 1)
+  else:
+    offset = (0, 0)
+  window = _decode_window(
+      encoded, lambda shape: _window(shape, outer, size, offset))
   if config.input.random_flip:  # Sec. 4.1: horizontal reflections.
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-  image = tf.ensure_shape(image, (size, size, 3))
-  return _normalise(image)
+    flip = tf.random.stateless_uniform([], flip_seed) < 0.5
+    window = tf.cond(flip, lambda: tf.reverse(window, [1]), lambda: window)
+  image = _resize(window, size)
+  shift = None
+  if config.input.pca_lighting:
+    shift = _pca_shift(config, stats,
+                       tf.random.experimental.stateless_fold_in(seed, 2))
+  return _normalise(config, stats, image, shift)
 
 
-def _eval_image(config, image):
-  outer = _outer_size(config)
-  image = _centre_crop(_resize_shorter_side(image, outer), config.image_size)
-  image = tf.ensure_shape(image, (config.image_size, config.image_size, 3))
-  return _normalise(image)
+def _pca_shift(config, stats, seed):
+  """Sec. 4.1: [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T, a_i ~ N(0, pca_lighting),
+  computed in 0..1 units and returned in 0..255: (3,)."""
+  values, vectors = ((IMAGENET_EIGENVALUES, IMAGENET_EIGENVECTORS)
+                     if stats is None else (stats.eigenvalues, stats.eigenvectors))
+  alpha = config.input.pca_lighting * tf.random.stateless_normal([3], seed)
+  return tf.linalg.matvec(tf.constant(vectors, tf.float32),
+                          alpha * tf.constant(values, tf.float32)) * 255.0
+
+
+def _normalise(config, stats, image, shift=None):
+  """Adds the colour shift, then Sec. 2's mean subtraction (and division).
+
+  Works on the (rows, width * 3) view, with each (3,) vector tiled along a
+  row: broadcasting a length-3 vector over (H, W, 3) is TF's slow path and
+  took half of the per-image time.
+  """
+  shape, width = tf.shape(image), image.shape[-2]
+  rows = tf.reshape(image, [-1, width * 3])
+  row = lambda rgb: tf.tile(tf.cast(rgb, tf.float32), [width])
+  if shift is not None:
+    rows += row(shift)
+  if config.input.normalization == 'mean_pixel':  # Sec. 2.
+    rows -= row(IMAGENET_MEAN_PIXEL if stats is None else stats.mean_rgb)
+  elif stats is None:
+    rows = (rows - row(STANDARDIZE_MEAN_RGB)) / row(STANDARDIZE_STDDEV_RGB)
+  else:
+    rows = (rows - row(stats.mean_rgb)) / row(stats.stddev_rgb)
+  return tf.reshape(rows, shape)
+
+
+def _eval_image(config, encoded):
+  size, outer = config.image_size, outer_size(config)
+  centre = ((outer - size) // 2,) * 2
+  window = _decode_window(
+      encoded, lambda shape: _window(shape, outer, size, centre))
+  return _resize(window, size)
+
+
+def square_images(config):
+  """The training split's images as Sec. 2 prepares them, unshuffled: each
+  centre square resized to R x R, float32 in 0..255 (for data_stats)."""
+  source = _source(config)
+  shard, _ = source.shard(config.train_split, 0, 1)
+  outer = outer_size(config)
+  return source.records(shard, shuffle_seed=None, skip=0).map(
+      lambda ex: _resize(_decode_window(
+          ex['image'], lambda shape: _window(shape, outer, outer, (0, 0))),
+                         outer),
+      num_parallel_calls=tf.data.AUTOTUNE).with_options(_options())
+
+
+def _ten_crop_images(config, encoded):
+  square = _decode_window(
+      encoded, lambda shape: _window(shape, outer_size(config),
+                                     outer_size(config), (0, 0)))
+  return ten_crops(square, config.image_size, outer_size(config))
 
 
 def _decode(encoded):
@@ -227,7 +492,8 @@ def _decode(encoded):
 def _pad_batch(batch_size, batch):
   real = tf.shape(batch['label'])[0]
   pad = batch_size - real
-  image = tf.pad(batch['image'], [[0, pad], [0, 0], [0, 0], [0, 0]])
+  image = batch['image']
+  image = tf.pad(image, [[0, pad]] + [[0, 0]] * (image.shape.rank - 1))
   label = tf.pad(batch['label'], [[0, pad]])
   mask = tf.concat([tf.ones([real]), tf.zeros([pad])], axis=0)
   return {'image': tf.ensure_shape(image, (batch_size,) + image.shape[1:]),
@@ -235,10 +501,10 @@ def _pad_batch(batch_size, batch):
           'mask': tf.ensure_shape(mask, (batch_size,))}
 
 
-def _empty_batches(config, batch_size):
+def _empty_batches(config, batch_size, patches=()):
   size = config.image_size
   return tf.data.Dataset.from_tensors({
-      'image': tf.zeros((batch_size, size, size, 3)),
+      'image': tf.zeros((batch_size, *patches, size, size, 3)),
       'label': tf.zeros((batch_size,), tf.int32),
       'mask': tf.zeros((batch_size,)),
   }).repeat()
@@ -329,7 +595,7 @@ def _hide_accelerators_from_tf():
 
 
 def _shapes10_builder(config):
-  size = _outer_size(config)  # Drawn at the size crops are taken from.
+  size = outer_size(config)  # Drawn at the size crops are taken from.
   builder = shapes10.Shapes10(
       config=shapes10.builder_config(
           size, config.input.shapes_train_examples,

@@ -39,6 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.skip_bad_images = False  # Folder datasets: skip (and count) unreadable files.
   config.input.shapes_train_examples = 10_000  # Built-in dataset sizes.
   config.input.shapes_eval_examples = 2_000
+  # Sec. 4.1's colour shift and Sec. 2's normalisation (input_pipeline.py).
+  config.input.pca_lighting = 0.0  # Std of a_i in Sec. 4.1's PCA colour shift (paper: 0.1); 0 = off.
+  config.input.normalization = 'standardize'  # 'standardize' | 'mean_pixel' (Sec. 2: mean pixel only).
+  config.input.stats_file = ''  # JSON of `python -m alexnet_jax.data_stats`; '' = ImageNet's values.
 
   # Schedule, counted in optimiser steps of `batch_size` images (global batch).
   config.batch_size = 128

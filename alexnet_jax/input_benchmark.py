@@ -1,0 +1,134 @@
+"""How fast the training input pipeline turns JPEG files into batches.
+
+    python -m alexnet_jax.input_benchmark --config=configs/default.py
+
+Writes ImageNet-like JPEGs itself (500x375, quality 90, a few hundred distinct
+pictures hard-linked to --images files, in a temporary folder), then times
+`input_pipeline.train_batches` on them as an `image_folder` dataset: reading
+the file, decoding the patch's window, flipping, resizing to image_size,
+colour shift (if on) and normalisation, batched. It reports images per second
+of wall time, and images per CPU-second of this process, which is images per
+second per core busy and holds up on a shared machine where wall time does
+not. The load average is printed with them.
+"""
+
+import json
+import os
+from pathlib import Path
+import resource
+import sys
+import tempfile
+import time
+
+from absl import flags
+import numpy as np
+
+from alexnet_jax import cli
+from alexnet_jax.errors import UserError
+
+_IMAGES = flags.DEFINE_integer('images', 2048, 'Files in the training folder.')
+_DISTINCT = flags.DEFINE_integer(
+    'distinct', 256, 'Distinct pictures among them (the rest are hard links,'
+    ' so that several epochs need not be written).')
+_WIDTH = flags.DEFINE_integer('width', 500, 'Width of each JPEG.')
+_HEIGHT = flags.DEFINE_integer('height', 375, 'Height of each JPEG.')
+_WARMUP = flags.DEFINE_integer('warmup', 5, 'Batches before the clock starts.')
+_BATCHES = flags.DEFINE_integer('batches', 30, 'Batches timed.')
+_CONFIG = cli.define_config_flag()
+
+_CLASSES = 8
+
+
+def write_jpegs(root: Path, count: int, distinct: int, width: int,
+                height: int, seed: int = 0) -> None:
+  """root/train/cNN/*.jpg (and one validation image per class).
+
+  Each picture is a smooth random colour field with fine noise on top, so it
+  compresses like a photograph (about 90 KB at 500x375, ImageNet's mean is
+  near 110 KB), not like a flat test card.
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  pictures = []
+  for i in range(min(distinct, count)):
+    coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize((width, height),
+                                                      Image.BICUBIC), np.int16)
+    noise = rng.integers(-12, 13, (height, width, 3), np.int16)
+    path = root / 'distinct' / f'{i:05d}.jpg'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(field + noise, 0, 255).astype(np.uint8)).save(
+        path, quality=90)
+    pictures.append(path)
+  links = [('train', i, i) for i in range(count)]
+  links += [('validation', c, c) for c in range(_CLASSES)]
+  for split, index, picture in links:
+    target = root / split / f'c{index % _CLASSES:02d}' / f'{index:06d}.jpg'
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.link(pictures[picture % len(pictures)], target)
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def measure(config, warmup: int, batches: int) -> dict:
+  from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  iterator = input_pipeline.train_batches(config)
+  for _ in range(warmup):
+    next(iterator)
+  load_before = os.getloadavg()[0]
+  wall, cpu = time.perf_counter(), _cpu_seconds()
+  for _ in range(batches):
+    batch = next(iterator)
+  wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+  images = batches * config.batch_size
+  cores = len(os.sched_getaffinity(0))
+  return {
+      'images': images,
+      'batch_shape': list(batch['image'].shape),
+      'seconds': round(wall, 3),
+      'images_per_sec': round(images / wall, 1),
+      'images_per_cpu_sec': round(images / cpu, 1),
+      'cores_busy': round(cpu / wall, 2),
+      'cores': cores,
+      'images_per_sec_per_core': round(images / wall / cores, 1),
+      'load_average': [round(load_before, 2), round(os.getloadavg()[0], 2)],
+  }
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if min(_IMAGES.value, _DISTINCT.value, _WIDTH.value, _HEIGHT.value,
+         _BATCHES.value) < 1 or _WARMUP.value < 0:
+    raise UserError('--images, --distinct, --width, --height and --batches must'
+                    ' be positive, --warmup at least 0.')
+  if _IMAGES.value < config.batch_size:
+    raise UserError(f'--images={_IMAGES.value} is less than one batch of'
+                    f' config.batch_size={config.batch_size}.')
+  with tempfile.TemporaryDirectory(prefix='input_benchmark_') as root:
+    print(f'Writing {_IMAGES.value} JPEGs of {_WIDTH.value}x{_HEIGHT.value}'
+          f' ({_DISTINCT.value} distinct) to {root} ...', file=sys.stderr)
+    write_jpegs(Path(root), _IMAGES.value, _DISTINCT.value, _WIDTH.value,
+                _HEIGHT.value)
+    config.dataset = 'image_folder'
+    config.data_dir = root
+    config.train_split, config.eval_split = 'train', 'validation'
+    jpeg_bytes = sum(p.stat().st_size for p in (Path(root) / 'distinct').iterdir())
+    result = measure(config, _WARMUP.value, _BATCHES.value)
+  result['mean_jpeg_kb'] = round(jpeg_bytes / min(_DISTINCT.value, _IMAGES.value)
+                                 / 1000, 1)
+  result['image_size'] = config.image_size
+  result['pca_lighting'] = config.input.pca_lighting
+  print(f'{result["images_per_sec"]:.0f} images/s on {result["cores"]} cores'
+        f' ({result["images_per_sec_per_core"]:.0f} per core);'
+        f' {result["images_per_cpu_sec"]:.0f} images per CPU-second'
+        f' ({result["cores_busy"]:.2f} cores busy); load average'
+        f' {result["load_average"][0]:.1f} -> {result["load_average"][1]:.1f}')
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  cli.run(main, _CONFIG)
