@@ -34,6 +34,7 @@ from absl import flags
 import numpy as np
 
 from alexnet_jax import cli
+from alexnet_jax import parallel
 from alexnet_jax.errors import UserError
 
 COMMANDS = ('architecture', 'kernels', 'curves')
@@ -52,14 +53,6 @@ REPLICA_COLOUR = '#38761d'
 SOFTMAX = 'softmax'
 
 
-def _fmt_bytes(n: float) -> str:
-  for unit in ('B', 'KiB', 'MiB', 'GiB'):
-    if n < 1024 or unit == 'GiB':
-      return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
-    n /= 1024
-  raise AssertionError('unreachable')
-
-
 def _device_grid(report: dict) -> np.ndarray:
   """Device ids laid out as the mesh (report['mesh'] order, row-major)."""
   ids = [d['id'] for d in report['devices']]
@@ -69,7 +62,8 @@ def _device_grid(report: dict) -> np.ndarray:
 def architecture_elements(report: dict) -> dict:
   """What the architecture picture draws, from `inspect.describe`'s report.
 
-  Pure: no JAX, no drawing. Returns
+  Pure (reads only the report, draws nothing), so a test can hold it
+  against `inspect --json`. Returns
     columns:  one per tower of the first data replica, with the devices
               holding it; `frames` groups columns by device (one frame per
               device when split, one around both towers when not).
@@ -89,7 +83,7 @@ def architecture_elements(report: dict) -> dict:
   """
   mesh = report['mesh']
   grid = _device_grid(report)
-  data_axis = list(mesh).index('data') if 'data' in mesh else None
+  data_axis = list(mesh).index(parallel.DATA) if parallel.DATA in mesh else None
   first = grid.take(0, axis=data_axis) if data_axis is not None else grid
   first_ids = [int(i) for i in np.ravel(first)]
   towers = report['towers']
@@ -106,8 +100,9 @@ def architecture_elements(report: dict) -> dict:
     else:
       frames.append({'devices': column['devices'], 'columns': [i]})
   others = sorted(set(int(i) for i in grid.flat) - set(first_ids))
-  replicas = ({'axis': 'data', 'count': int(mesh['data']), 'devices': others}
-              if data_axis is not None and mesh['data'] > 1 else None)
+  replicas = ({'axis': parallel.DATA, 'count': int(mesh[parallel.DATA]),
+               'devices': others}
+              if data_axis is not None and mesh[parallel.DATA] > 1 else None)
 
   size = report['image_size']
   rows = [{'name': 'input', 'kind': 'input', 'label': f'image {size}x{size}x3'}]
@@ -121,16 +116,21 @@ def architecture_elements(report: dict) -> dict:
   rows.append({'name': SOFTMAX, 'kind': 'softmax', 'reads_other_tower': towers > 1,
                'label': f'softmax (all {classes} classes)'})
   index = {r['name']: i for i, r in enumerate(rows)}
-  model_split = mesh.get('model', 1) > 1
+  model_split = mesh.get(parallel.MODEL, 1) > 1
 
   crossings = []
   for c in report['collectives_summary']:
+    # At the input of the layer it is named after (`fc6`, or `fc6_weights`:
+    # fc6's kernel gathered under fsdp); else on a row of its own.
+    layer = c['crossing'].split('_')[0]
+    if c['crossing'] not in index and layer in index:
+      index[c['crossing']] = index[layer]
     if c['crossing'] not in index:
       index[c['crossing']] = len(rows)
       rows.append({'name': c['crossing'], 'kind': 'crossing',
-                   'label': f'{c["crossing"]} ({c["direction"]})'})
+                   'label': c['crossing']})
     axes = c['axis'].split('+')
-    between = 'towers' if model_split and 'model' in axes else 'replicas'
+    between = 'towers' if model_split and parallel.MODEL in axes else 'replicas'
     crossings.append({
         **{k: c[k] for k in ('crossing', 'direction', 'kind', 'axis', 'tensors',
                              'bytes', 'sent_bytes')},
@@ -157,7 +157,7 @@ def architecture_elements(report: dict) -> dict:
 
 # --- Architecture: drawing --------------------------------------------------------
 
-_COL_W, _GAP_W, _ROW_H, _BLOCK_H, _UNIT_IN = 3.3, 4.2, 1.0, 0.66, 0.52
+_COL_W, _GAP_W, _ROW_H, _BLOCK_H, _UNIT_IN = 3.3, 4.8, 1.0, 0.66, 0.52
 
 
 def _block_text(row: dict) -> str:
@@ -169,13 +169,17 @@ def _block_text(row: dict) -> str:
   return f'{row["name"]}  {shape}\n{row["params_per_tower"]:,} params'
 
 
-def _arrow_label(group: list[dict]) -> str:
+def _arrow_label(group: list[dict], row_name: str) -> str:
+  from alexnet_jax import inspect  # pylint: disable=import-outside-toplevel
   lines = []
   for c in group:
     short = {'forward': 'fwd', 'backward': 'bwd'}.get(c['direction'], c['direction'])
-    lines.append(f'{c["kind"]} {short}: {_fmt_bytes(c["sent_bytes"])}')
-    if c['tensors'] > 1:  # XLA combined several into one op.
-      lines[-1] += f'\n({c["tensors"]} tensors)'
+    # `fc6_weights` at fc6's row: 'weights: ...'.
+    what = ('' if c['crossing'] == row_name else
+            f'{c["crossing"].removeprefix(row_name + "_")}: ')
+    # XLA may combine several tensors into one op.
+    tensors = f' ({c["tensors"]} tensors)' if c['tensors'] > 1 else ''
+    lines.append(f'{what}{c["kind"]} {short}: {inspect._size(c["sent_bytes"])}{tensors}')
   return '\n'.join(lines)
 
 
@@ -268,22 +272,23 @@ def draw_architecture(elements: dict, out_paths: list[Path]) -> list[str]:
       pairs, colour = [(x0 + _COL_W, x1) for x0, x1 in zip(col_x, col_x[1:])], ARROW_COLOUR
     else:
       pairs, colour = [(right + 0.3, ghost_x - 0.1)], REPLICA_COLOUR
-    label = _arrow_label(group)
+    label = _arrow_label(group, rows[i]['name'])
     labels.append(label)
     for x0, x1 in pairs:
       ax.annotate('', xy=(x1, ya), xytext=(x0, ya),
                   arrowprops=dict(arrowstyle='<|-|>', color=colour, lw=1.6,
                                   shrinkA=0, shrinkB=0))
       ax.text((x0 + x1) / 2, ya + 0.07, label, ha='center', va='bottom',
-              fontsize=7, color=colour,
+              fontsize=6.5, color=colour,
               bbox=dict(facecolor='white', edgecolor='none', pad=0.5, alpha=0.85))
 
+  from alexnet_jax import inspect  # pylint: disable=import-outside-toplevel
   sent = elements['sent_per_axis']
   footer = ('Arrows: the collectives XLA compiled into the train step (read from'
             ' its HLO, as python -m alexnet_jax.inspect lists them), with the'
             ' bytes each device sends per step. ')
   footer += ('Sent per device per step: ' + ', '.join(
-      f'{_fmt_bytes(v)} over {k}' for k, v in sent.items()) + '.' if sent else
+      f'{inspect._size(v)} over {k}' for k, v in sent.items()) + '.' if sent else
              'No collective: no device sends anything to another.')
   footer += (' Each block shows one tower\'s output and parameters (bold: the'
              ' layer reads both towers).')
@@ -513,7 +518,6 @@ def writable_dir(path: str) -> Path:
 def picture_architecture(config, out_dir: Path, name: str) -> list[Path]:
   """The `architecture` command: OUT_DIR/NAME.png, .svg, .json."""
   from alexnet_jax import inspect  # pylint: disable=import-outside-toplevel
-  from alexnet_jax import parallel  # pylint: disable=import-outside-toplevel
   cli.check(config)  # Host devices, then the config: before anything compiles.
   report = inspect.describe(config, parallel.make_mesh(config))
   elements = architecture_elements(report)
