@@ -200,12 +200,23 @@ def skipped_files(config) -> list[str]:
   return list(_image_folder(config).skipped)
 
 
-def class_names(config) -> tuple[str, ...]:
-  """The name of each label: the TFDS ClassLabel names or the class folders."""
-  source = _source(config)
-  if isinstance(source, _FolderSource):
-    return source.folder.class_names
-  return tuple(source.builder.info.features['label'].names)
+def class_names(config) -> tuple[str, ...] | None:
+  """The name of each label, or None where the dataset cannot be found.
+
+  Reads names only: the TFDS ClassLabel (no preparation needed), the class
+  folders of an image folder (no image is opened), shapes10's constants.
+  """
+  if config.dataset == 'shapes10':
+    return shapes10.CLASS_NAMES
+  if config.dataset == 'image_folder':
+    root = Path(config.data_dir).expanduser()
+    names = _folder_class_names(root, (config.train_split, config.eval_split))
+    return tuple(names) or None
+  try:
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir or None)
+    return tuple(builder.info.features['label'].names)
+  except Exception:  # pylint: disable=broad-except
+    return None  # Not a TFDS name, or no ClassLabel: the caller numbers them.
 
 
 def train_batches(config, *, start_step: int = 0, process_index: int = 0,
@@ -712,9 +723,7 @@ def _scan_folder(root, splits, skip_bad_images) -> _Folder:
           'config.train_split and config.eval_split to their names.')
   # Labels: the sorted union of class folders over both splits, as
   # tfds.folder_dataset.ImageFolder does.
-  class_names = sorted({p.name for split in splits
-                        for p in (root_path / split).iterdir()
-                        if p.is_dir() and not p.name.startswith('.')})
+  class_names = _folder_class_names(root_path, splits)
   if not class_names:
     raise UserError(
         f'The image folder {root} has no class folders in {splits[0]}/ or '
@@ -757,6 +766,12 @@ def _scan_folder(root, splits, skip_bad_images) -> _Folder:
           f'Put {_IMAGE_FORMATS} files in {root_path / split}/<class>/.')
   return _Folder(tuple(class_names), paths, labels,
                  tuple(p for p, _ in bad))
+
+
+def _folder_class_names(root: Path, splits) -> list[str]:
+  return sorted({p.name for split in splits if (root / split).is_dir()
+                 for p in (root / split).iterdir()
+                 if p.is_dir() and not p.name.startswith('.')})
 
 
 def _undecodable(paths):

@@ -7,6 +7,7 @@ small subset of the real CIFAR-10 JPEGs in ../shared when present.
 
 import hashlib
 import io
+import json
 
 import numpy as np
 from PIL import Image
@@ -289,3 +290,214 @@ def test_real_cifar10_jpegs_as_image_folder(cifar10_subset):
   evals = list(input_pipeline.eval_batches(config))
   labels = np.concatenate([b['label'][b['mask'] > 0] for b in evals])
   assert np.bincount(labels).tolist() == [20] * 10
+
+
+# Sec. 4.1's colour shift, Sec. 2's normalisation, the ten-patch test.
+
+
+def test_pca_shift_has_the_covariance_of_sec_4_1(tmp_path):
+  """4,000 draws of [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T with a_i ~ N(0, 0.1):
+  covariance P diag(0.1 l_i)^2 P^T (0..1 units), here from a stats file with
+  a rotated basis, within the sampling error."""
+  import tensorflow as tf
+  vectors = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+  values = np.array([0.3, 0.05, 0.01])
+  stats_file = tmp_path / 'stats.json'
+  stats_file.write_text(json.dumps({
+      'mean_rgb': [100, 110, 120], 'stddev_rgb': [60, 60, 60],
+      'eigenvalues': values.tolist(), 'eigenvectors': vectors.tolist()}))
+  config = _config(tmp_path, **{'input.pca_lighting': 0.1,
+                                'input.stats_file': str(stats_file)})
+  stats = input_pipeline.image_stats(config)
+  seeds = tf.data.Dataset.range(4000).map(
+      lambda i: tf.stack([i, 7 * i + 1]))
+  shifts = np.stack(list(seeds.map(
+      lambda seed: input_pipeline._pca_shift(config, stats, seed))
+      .as_numpy_iterator())) / 255.0
+  assert abs(shifts.mean(0)).max() < 4 * 0.1 * 0.3 / np.sqrt(4000)
+  # In the eigenbasis: variances (0.1 l_i)^2, correlations near 0.
+  cov = vectors.T @ np.cov(shifts.T) @ vectors
+  expected = (0.1 * values) ** 2
+  np.testing.assert_allclose(np.diag(cov), expected, rtol=0.1)  # 4.5 sigma.
+  corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+  assert abs(corr - np.eye(3)).max() < 0.07  # 4.4 sigma.
+
+
+def test_colour_shift_is_one_colour_per_image_and_off_when_zero(shapes_dir):
+  """With mean_pixel normalisation and no crop or flip, an image without the
+  shift is its decoded uint8 pixels minus the mean pixel; the shift adds one
+  RGB vector to every pixel, different per image, same on every rerun."""
+  settings = {'batch_size': 16, 'input.shapes_train_examples': 100,
+              'input.shapes_eval_examples': 30, 'input.random_crop': False,
+              'input.random_flip': False, 'input.normalization': 'mean_pixel'}
+  off = next(input_pipeline.train_batches(_config(shapes_dir, **settings)))
+  on_config = _config(shapes_dir, **settings, **{'input.pca_lighting': 0.1})
+  on = next(input_pipeline.train_batches(on_config))
+  assert input_pipeline.image_stats(on_config) is None  # ImageNet's values.
+  pixels = off['image'] + np.float32(input_pipeline.IMAGENET_MEAN_PIXEL)
+  np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
+  assert pixels.min() >= 0 and pixels.max() <= 255
+  shift = on['image'] - off['image']
+  per_image = shift.mean(axis=(1, 2))  # (16, 3)
+  np.testing.assert_allclose(
+      shift, np.broadcast_to(per_image[:, None, None], shift.shape), atol=1e-3)
+  assert len({tuple(np.round(s, 3)) for s in per_image}) == 16
+  # Mostly along ImageNet's first component: 0.1 * 0.2175 * 255 = 5.5 levels.
+  assert 1 < np.abs(per_image).mean() < 15
+  np.testing.assert_array_equal(
+      next(input_pipeline.train_batches(on_config))['image'], on['image'])
+
+
+def test_normalisations(shapes_dir, tmp_path):
+  settings = {'input.shapes_train_examples': 100,
+              'input.shapes_eval_examples': 30}
+  standard = next(input_pipeline.eval_batches(_config(shapes_dir, **settings)))
+  mean_pixel = next(input_pipeline.eval_batches(_config(
+      shapes_dir, **settings, **{'input.normalization': 'mean_pixel'})))
+  pixels = (standard['image'] * np.float32(input_pipeline.STANDARDIZE_STDDEV_RGB)
+            + np.float32(input_pipeline.STANDARDIZE_MEAN_RGB))
+  np.testing.assert_allclose(
+      mean_pixel['image'],
+      pixels - np.float32(input_pipeline.IMAGENET_MEAN_PIXEL), atol=1e-3)
+  stats_file = tmp_path / 'stats.json'
+  stats_file.write_text(json.dumps({
+      'mean_rgb': [10, 20, 30], 'stddev_rgb': [2, 4, 8],
+      'eigenvalues': [1, 0, 0], 'eigenvectors': np.eye(3).tolist()}))
+  own = next(input_pipeline.eval_batches(_config(
+      shapes_dir, **settings, **{'input.stats_file': str(stats_file)})))
+  np.testing.assert_allclose(own['image'], (pixels - [10, 20, 30]) / [2, 4, 8],
+                             atol=1e-3)
+
+
+@pytest.mark.parametrize('content, expected', [
+    (None, 'does not exist'),
+    ('{"mean_rgb": [1, 2', 'not readable JSON'),
+    ('{"mean_rgb": [1, 2], "stddev_rgb": [1, 1, 1], "eigenvalues": [1, 1, 1],'
+     ' "eigenvectors": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}', "'mean_rgb' as 3"),
+    ('{"mean_rgb": [1, 2, 3], "stddev_rgb": [1, 1, 1], "eigenvalues": [1, 1, 1],'
+     ' "eigenvectors": [1, 0, 0]}', "'eigenvectors' as 3x3"),
+    ('[1, 2, 3]', "'mean_rgb' as 3"),
+], ids=['missing', 'malformed', 'short-mean', 'flat-vectors', 'not-an-object'])
+def test_bad_stats_file_is_one_paragraph(tmp_path, content, expected):
+  path = tmp_path / 'stats.json'
+  if content is not None:
+    path.write_text(content)
+  config = _config(tmp_path, **{'input.stats_file': str(path)})
+  with pytest.raises(UserError) as error:
+    input_pipeline.dataset_info(config)
+  message = str(error.value)
+  assert expected in message and str(path) in message
+  assert 'alexnet_jax.data_stats' in message and '\n' not in message
+
+
+def test_bad_normalisation_and_lighting_values(tmp_path):
+  with pytest.raises(UserError, match="'mean_pixel'"):
+    input_pipeline.dataset_info(
+        _config(tmp_path, **{'input.normalization': 'mean'}))
+  with pytest.raises(UserError, match='pca_lighting'):
+    input_pipeline.dataset_info(
+        _config(tmp_path, **{'input.pca_lighting': -0.1}))
+
+
+def _coordinates(height, width):
+  """uint8 (H, W, 3): red = row, green = column, blue = 7."""
+  rows, cols = np.mgrid[:height, :width]
+  return np.stack([rows, cols, np.full_like(rows, 7)], -1).astype(np.uint8)
+
+
+def test_ten_patches_are_the_corner_and_centre_windows():
+  import tensorflow as tf
+  image = _coordinates(77, 77)
+  patches = input_pipeline.ten_crops(tf.constant(image), 67, 77).numpy()
+  assert patches.shape == (10, 67, 67, 3) and patches.dtype == np.float32
+  windows = [image[:67, :67], image[:67, 10:], image[10:, :67],
+             image[10:, 10:], image[5:72, 5:72]]
+  for i, window in enumerate(windows):
+    np.testing.assert_array_equal(patches[i], window)
+    np.testing.assert_array_equal(patches[5 + i], window[:, ::-1])
+  # Twice the size: each window is twice as large in the image, then resized.
+  large = np.repeat(np.repeat(image, 2, 0), 2, 1)
+  patches = input_pipeline.ten_crops(tf.constant(large), 67, 77).numpy()
+  for i, (top, left) in enumerate([(0, 0), (0, 20), (20, 0), (20, 20),
+                                   (10, 10)]):
+    expected = tf.image.resize(large[top:top + 134, left:left + 134],
+                               (67, 67)).numpy()
+    np.testing.assert_array_equal(patches[i], expected)
+
+
+def test_ten_patch_evaluation_batches(tmp_path):
+  """Through eval_batches: a non-square PNG's centre square, ten patches,
+  the fifth equal to the centre patch of the usual evaluation."""
+  image = _coordinates(77, 97)  # Centre square: columns 10..86.
+  for split in ('train', 'test'):
+    (tmp_path / split / 'a').mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / split / 'a' / 'x.png')
+  config = _folder_config(tmp_path, batch_size=2,
+                          **{'input.normalization': 'mean_pixel'})
+  ten = next(input_pipeline.eval_batches(config, ten_crop=True))
+  centre = next(input_pipeline.eval_batches(config))
+  assert ten['image'].shape == (2, 10, 67, 67, 3)
+  assert ten['mask'].tolist() == [1, 0]
+  np.testing.assert_array_equal(ten['image'][0, 4], centre['image'][0])
+  pixels = ten['image'][0] + np.float32(input_pipeline.IMAGENET_MEAN_PIXEL)
+  square = image[:, 10:87]
+  np.testing.assert_allclose(pixels[3], square[10:, 10:], atol=1e-4)
+  np.testing.assert_allclose(pixels[6], square[:67, 10:][:, ::-1], atol=1e-4)
+  assert not ten['image'][1].any()  # Padding.
+
+
+def test_jpeg_windows_decode_as_the_whole_image_does():
+  """decode_and_crop_jpeg alone differs from the full decode in a window's
+  last column (4:2:0 chroma); with the margin it is equal, bit for bit."""
+  import tensorflow as tf
+  rng = np.random.default_rng(0)
+  for subsampling in (0, 1, 2):  # 4:4:4, 4:2:2, 4:2:0
+    pixels = np.cumsum(rng.integers(0, 40, (120, 160, 3)), 1) % 256
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(
+        buffer, 'JPEG', quality=90, subsampling=subsampling)
+    encoded = tf.constant(buffer.getvalue())
+    whole = tf.io.decode_image(encoded, channels=3).numpy()
+    for _ in range(10):
+      top, left = rng.integers(0, 60), rng.integers(0, 80)
+      height, width = rng.integers(1, 120 - top), rng.integers(1, 160 - left)
+      window = input_pipeline._decode_window(
+          encoded, lambda shape: (tf.constant([top, left], tf.int32),
+                                  tf.constant([height, width], tf.int32)))
+      np.testing.assert_array_equal(
+          window.numpy(), whole[top:top + height, left:left + width])
+
+
+def test_data_stats_match_numpy(tmp_path):
+  """Mean pixel and RGB covariance of the centre squares (77 px at the tiny
+  size, so nothing is resampled), against numpy over the same pixels."""
+  from alexnet_jax import data_stats
+  rng = np.random.default_rng(0)
+  squares = []
+  for i in range(12):
+    width = 77 + 8 * (i % 3)
+    base = rng.normal([120, 100, 80], [50, 40, 30], (1, 1, 3))
+    pixels = np.clip(base + rng.normal(0, 25, (77, width, 3)), 0, 255)
+    pixels = pixels.astype(np.uint8)
+    path = tmp_path / 'train' / f'c{i % 2}' / f'{i}.png'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    left = (width - 77) // 2
+    squares.append(pixels[:, left:left + 77].reshape(-1, 3))
+  (tmp_path / 'test' / 'c0').mkdir(parents=True)
+  Image.fromarray(squares[0].reshape(77, 77, 3)).save(tmp_path / 'test' / 'c0' / 'x.png')
+  config = _folder_config(tmp_path)
+  stats, covariance = data_stats.statistics(data_stats.pixel_sums(config))
+  pixels = np.concatenate(squares).astype(np.float64)
+  np.testing.assert_allclose(stats.mean_rgb, pixels.mean(0), rtol=1e-12)
+  reference = np.cov(pixels.T, bias=True)
+  np.testing.assert_allclose(covariance * 255**2, reference, rtol=1e-9)
+  np.testing.assert_allclose(stats.stddev_rgb, pixels.std(0), rtol=1e-9)
+  values, vectors = np.array(stats.eigenvalues), np.array(stats.eigenvectors)
+  assert values[0] >= values[1] >= values[2] > 0
+  np.testing.assert_allclose(reference / 255**2 @ vectors, vectors * values,
+                             atol=1e-12)
+  np.testing.assert_allclose(vectors.T @ vectors, np.eye(3), atol=1e-12)
+  # Written and read back as a stats file.
+  (tmp_path / 'stats.json').write_text(json.dumps(stats.to_json()))
+  assert input_pipeline.load_stats(str(tmp_path / 'stats.json')) == stats

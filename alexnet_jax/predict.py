@@ -1,0 +1,161 @@
+"""Classifies image files with a training run's checkpoint.
+
+    python -m alexnet_jax.predict --workdir=/tmp/alexnet-demo IMAGE [IMAGE ...] [--json] [--step=N]
+
+For each file, the five most probable classes with their names (the TFDS
+dataset's label names, or the class folders of a folder dataset) and
+probabilities, from the centre patch as evaluation sees it. The network and
+the data settings come from the run's config.json; the checkpoint is the
+latest (or --step). A file that is not a readable image gets one line saying
+so, and the others are still answered; a path that does not exist stops the
+command before anything is loaded (exit status 2).
+"""
+
+import json
+from pathlib import Path
+import sys
+
+from absl import app
+from absl import flags
+import ml_collections
+
+from alexnet_jax import cli
+from alexnet_jax import evaluate as evaluate_lib
+from alexnet_jax.errors import UserError
+
+TOP = 5
+
+
+def run_config(workdir: Path) -> ml_collections.ConfigDict:
+  """The run's resolved config, from WORKDIR/config.json."""
+  path = Path(workdir) / 'config.json'
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+  except FileNotFoundError:
+    raise UserError(
+        f'{path} does not exist: --workdir must be the directory of a'
+        ' training run (python -m alexnet_jax.main --workdir=DIR writes'
+        ' config.json and checkpoints/ there).') from None
+  except (OSError, ValueError, TypeError) as e:
+    raise UserError(f'{path} is not a readable config ({e}); it is written by'
+                    ' the training run at its start.') from None
+
+
+def classify(config, restored, images):
+  """Softmax probabilities (N, classes) of normalised (N, S, S, 3) images."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import step as step_lib  # pylint: disable=import-outside-toplevel
+  logits_fn = step_lib.eval_logits(config, restored.graphdef)
+  size = config.batch_size  # Divides over the data axis (validated).
+  probs = []
+  with jax.set_mesh(restored.mesh):
+    for start in range(0, len(images), size):
+      chunk = images[start:start + size]
+      padded = np.concatenate(
+          [chunk, np.zeros((size - len(chunk),) + chunk.shape[1:], chunk.dtype)])
+      batch = step_lib.device_batch({'image': padded}, restored.mesh, config)
+      logits = logits_fn(restored.params, batch['image'])
+      probs.append(np.asarray(jax.device_get(
+          jax.nn.softmax(logits.astype(np.float32))))[:len(chunk)])
+  return np.concatenate(probs)
+
+
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise UserError('Name one or more image files after the flags:'
+                    ' python -m alexnet_jax.predict --workdir=DIR a.jpg b.png')
+  missing = [p for p in paths if not Path(p).is_file()]
+  if missing:
+    raise UserError(
+        f'{len(missing)} of the {len(paths)} image paths do not exist or are'
+        f' not files: {", ".join(missing[:5])}'
+        f'{" ..." if len(missing) > 5 else ""}. Check the paths; nothing was'
+        ' classified.')
+  workdir = Path(_WORKDIR.value)
+  config = run_config(workdir)
+  evaluate_lib.checkpoint_steps(workdir, _STEP.value)
+  cli.check(config)
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  input_pipeline.image_stats(config)  # A bad stats file stops here.
+
+  images, problems = {}, {}
+  for path in paths:
+    try:
+      images[path] = input_pipeline.eval_image(config, Path(path).read_bytes())
+    except OSError as e:
+      problems[path] = f'cannot be read ({e.strerror or e})'
+    except tf.errors.OpError:
+      problems[path] = ('is not a readable JPEG, PNG, GIF, BMP or WebP image')
+  names = input_pipeline.class_names(config)
+  if names is None or len(names) != config.model.num_classes:
+    names = [f'class {i}' for i in range(config.model.num_classes)]
+  probs = {}
+  if images:
+    restored = evaluate_lib.restore(config, workdir, _STEP.value)
+    probs = dict(zip(images, classify(config, restored,
+                                      np.stack(list(images.values())))))
+  results = []
+  for path in paths:
+    if path in problems:
+      results.append({'path': path, 'error': problems[path]})
+      continue
+    top = np.argsort(-probs[path], kind='stable')[:TOP]
+    results.append({'path': path, 'top5': [
+        {'class': names[i], 'label': int(i),
+         'probability': float(probs[path][i])} for i in top]})
+  if _JSON.value:
+    print(json.dumps(results, indent=2))
+    return
+  for result in results:
+    if 'error' in result:
+      print(f'{result["path"]}: {result["error"]}; skipped.')
+      continue
+    print(result['path'])
+    for guess in result['top5']:
+      print(f'  {guess["probability"]:.4f}  {guess["class"]}')
+
+
+def _define_flags():
+  """Defined only when this module runs; the tests import its functions."""
+  return (
+      flags.DEFINE_string('workdir', None, 'The training run\'s directory'
+                          ' (config.json, checkpoints/).', required=True),
+      flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.'),
+      flags.DEFINE_bool('json', False, 'Print one JSON list instead of text.'),
+  )
+
+
+def _run():
+  """absl's app.run with UserError (and flag errors) as one paragraph, exit 2.
+
+  Like cli.run, which needs a --config; here the config is the run's own.
+  """
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      cli.fail(f'{e}. Usage: python -m alexnet_jax.predict --workdir=DIR'
+               ' IMAGE [IMAGE ...] [--json] [--step=N]')
+
+  def guarded(argv):
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+    if not flags.FLAGS['verbosity'].present:
+      absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+      main(argv)
+    except UserError as e:
+      cli.fail(str(e))
+
+  app.run(guarded, flags_parser=parse)
+
+
+if __name__ == '__main__':
+  import os  # pylint: disable=g-import-not-at-top
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  _WORKDIR, _STEP, _JSON = _define_flags()
+  _run()
