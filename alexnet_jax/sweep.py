@@ -14,7 +14,7 @@ a checkpoint) and exits with status 75.
 At the end it writes `results.csv` and `results.md` (one row per point: mean
 and spread over seeds of the final evaluation, steps, wall time), `runs.csv`
 (one row per seed) and the plots `curves.png` (learning curves of every point
-on shared axes) and `final.png` (final top-1 error, error bars over seeds).
+on shared axes) and `final.png` (final top-1 and top-5 error, error bars over seeds).
 
 Beyond one machine: `--print_commands` prints one self-contained command per
 point (for a job array of any scheduler); once they have run,
@@ -538,7 +538,7 @@ def write_results(sweep: Sweep, workdir: Path, runs: list[dict]) -> list[dict]:
              [{k: v for k, v in r.items() if k != 'curves'} for r in runs])
   _write_csv(workdir / 'results.csv', rows)
   (workdir / 'results.md').write_text(markdown_table(sweep, rows))
-  plot_curves(runs, workdir / 'curves.png')
+  plot_curves(workdir, runs, workdir / 'curves.png')
   plot_final(rows, workdir / 'final.png')
   return rows
 
@@ -591,38 +591,14 @@ def markdown_table(sweep: Sweep, rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot_curves(runs: list[dict], path: Path) -> None:
-  """Training loss and eval top-1 error against step, every point on shared
-  axes (mean over its seeds, the band spanning them)."""
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  figure = Figure(figsize=(11, 4.2), layout='constrained')
-  axes = figure.subplots(1, 2)
-  groups = list(dict.fromkeys(r['point'] for r in runs))
-  for index, group in enumerate(groups):
-    color = f'C{index % 10}'
-    for ax, key, transform in ((axes[0], 'train_loss', lambda v: v),
-                               (axes[1], 'eval_top1', lambda v: 100 * (1 - v))):
-      per_seed = [{row['step']: transform(row[key]) for row in r['curves']
-                   if key in row} for r in runs if r['point'] == group]
-      steps = sorted(set().union(*per_seed))
-      if not steps:
-        continue
-      values = [[s[step] for s in per_seed if step in s] for step in steps]
-      ax.plot(steps, [sum(v) / len(v) for v in values], color=color,
-              label=group, marker='o' if key == 'eval_top1' else None,
-              markersize=3)
-      if len(per_seed) > 1:
-        ax.fill_between(steps, [min(v) for v in values],
-                        [max(v) for v in values], color=color, alpha=0.2,
-                        linewidth=0)
-  axes[0].set(xlabel='step', ylabel='training loss (logging window mean)',
-              title='training loss')
-  axes[1].set(xlabel='step', ylabel='top-1 error % (eval split)',
-              title='evaluation error')
-  for ax in axes:
-    ax.grid(alpha=0.3)
-  axes[1].legend(fontsize=7)
-  figure.savefig(path, dpi=110)
+def plot_curves(workdir: Path, runs: list[dict], path: Path) -> None:
+  """Learning curves of every run that logged any, on shared axes
+  (visualize.plot_curves: train and eval loss and top-1, learning rate)."""
+  from alexnet_jax import visualize  # pylint: disable=import-outside-toplevel
+  logged = [r for r in runs if r['curves']]
+  if logged:
+    visualize.plot_curves([workdir / r['folder'] for r in logged], path,
+                          labels=[r['folder'] for r in logged])
 
 
 def plot_final(rows: list[dict], path: Path) -> None:

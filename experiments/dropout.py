@@ -10,8 +10,8 @@ Result: see experiments/results/dropout/ (filled in when measured).
 
 BASE = 'configs/cifar10.py:cifar_two_tower,small'
 OVERRIDES = {
-    'batch_size': 64, 'num_train_steps': 200, 'log_every_steps': 10,
-    'eval_every_steps': 100, 'checkpoint_every_steps': 100,
+    'batch_size': 32, 'num_train_steps': 150, 'log_every_steps': 10,
+    'eval_every_steps': 75, 'checkpoint_every_steps': 75,
     'model.init': 'he', 'model.width': 0.5,
     'strategy': 'data', 'mesh.model': 1, 'mesh.data': 1,
 }

@@ -9,8 +9,8 @@ Result: see experiments/results/lrn/ (filled in when measured).
 
 BASE = 'configs/cifar10.py:cifar_4layer,small'
 OVERRIDES = {
-    'batch_size': 64, 'num_train_steps': 300, 'log_every_steps': 10,
-    'eval_every_steps': 100, 'checkpoint_every_steps': 100,
+    'batch_size': 32, 'num_train_steps': 150, 'log_every_steps': 10,
+    'eval_every_steps': 75, 'checkpoint_every_steps': 75,
     'model.init': 'he',
 }
 PRODUCT = {'model.lrn': [True, False]}

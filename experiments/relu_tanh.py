@@ -14,8 +14,8 @@ Result: see experiments/results/relu_tanh/ (filled in when measured).
 
 BASE = 'configs/cifar10.py:cifar_4layer,small'
 OVERRIDES = {
-    'batch_size': 64, 'num_train_steps': 300, 'log_every_steps': 10,
-    'eval_every_steps': 100, 'checkpoint_every_steps': 100,
+    'batch_size': 32, 'num_train_steps': 150, 'log_every_steps': 10,
+    'eval_every_steps': 75, 'checkpoint_every_steps': 75,
     'optimizer.schedule': 'constant', 'optimizer.learning_rate': 0.01,
     'optimizer.weight_decay': 0.0,
     'input.random_crop': False, 'input.random_flip': False,

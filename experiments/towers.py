@@ -13,8 +13,8 @@ Result: see experiments/results/towers/ (filled in when measured).
 
 BASE = 'configs/cifar10.py:cifar_two_tower,small'
 OVERRIDES = {
-    'batch_size': 64, 'num_train_steps': 200, 'log_every_steps': 10,
-    'eval_every_steps': 100, 'checkpoint_every_steps': 100,
+    'batch_size': 32, 'num_train_steps': 150, 'log_every_steps': 10,
+    'eval_every_steps': 75, 'checkpoint_every_steps': 75,
     'model.init': 'he', 'model.width': 0.5,
     # Both towers on one device in both points: the split is not the question.
     'strategy': 'data', 'mesh.model': 1, 'mesh.data': 1,
