@@ -330,6 +330,7 @@ class Options:
   input: str = 'synthetic'
   peak: str = 'auto'
   peak_matmul_size: int = 0  # 0: 8192 on accelerators, 2048 on CPU.
+  trace_dir: str = ''  # Where to write a jax.profiler trace of one step each.
 
 
 def check_options(config, options: Options, num_devices: int) -> None:
@@ -441,6 +442,12 @@ def _measure_setting(config, options, graphdef, host_state, *, batch_size,
     say(f'{setting}, repeat {r + 1}/{options.repeats}: ' + ', '.join(
         f'{p.name} {options.steps * batch_size / p.seconds[-1]:.1f} images/s'
         for p in runs))
+  if options.trace_dir:
+    for p in runs:  # After the timings, so tracing never slows them.
+      path = os.path.join(options.trace_dir, f'b{batch_size}-{dtype}-{p.name}')
+      with jax.profiler.trace(path):
+        run_steps(p, 1, batches)
+      say(f'{setting}, {p.name}: one step traced to {path}')
   rows = _rows(runs, options, batch_size=batch_size, dtype=dtype, peak=peak)
   for p in runs:  # Free this setting's states before the next one.
     p.state = p.batch = p.step = None
@@ -693,7 +700,7 @@ def main(argv):
       dtypes=_csv(_DTYPES.value) or (config.dtype,),
       steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
       input=_INPUT.value, peak=_PEAK.value,
-      peak_matmul_size=_PEAK_MATMUL_SIZE.value)
+      peak_matmul_size=_PEAK_MATMUL_SIZE.value, trace_dir=_TRACE_DIR.value)
   provide_host_devices(config, options.strategies, _NUM_DEVICES.value)
   num_devices = _NUM_DEVICES.value or jax.device_count()
   if num_devices > jax.device_count():
@@ -744,6 +751,10 @@ if __name__ == '__main__':
   _PEAK_MATMUL_SIZE = flags.DEFINE_integer(
       'peak_matmul_size', 0, 'Side of the measured matmul (0: 8192 on'
       ' accelerators, 2048 on CPU).')
+  _TRACE_DIR = flags.DEFINE_string(
+      'trace_dir', '', 'After timing, trace one more step of each placement'
+      ' with jax.profiler into DIR/b{batch}-{dtype}-{placement}'
+      ' (benchmarks/profile_summary.py reads them).')
   _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per repeat.')
   _WARMUP = flags.DEFINE_integer(
       'warmup', 2, 'Untimed steps per placement after compiling.')

@@ -277,3 +277,29 @@ def test_pytorch_twin_of_the_2012_net_has_caffes_parameter_count():
   assert vs_pytorch.count_params(twin) == 60_965_224
   groups = {name: op.groups for name, op in twin.ops.items() if hasattr(op, 'groups')}
   assert groups == {'conv1': 1, 'conv2': 2, 'conv3': 1, 'conv4': 2, 'conv5': 2}
+
+
+# --- The accelerator scripts (only their plan here: no device, no install) --
+
+
+@pytest.mark.parametrize('script, extra, torch', [
+    ('gpu.sh', 'jax[cuda12]', True), ('tpu.sh', 'jax[tpu]', False)])
+def test_accelerator_script_plans_the_pinned_installs_and_the_full_table(
+    script, extra, torch):
+  out = subprocess.run(['bash', f'benchmarks/{script}', '--dry-run'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+  commands = [l[2:] for l in out.stderr.splitlines() if l.startswith('+ ')]
+  pins = dict(l.split('==') for l in (ROOT / 'requirements.txt').read_text(
+      ).splitlines() if '==' in l and not l.startswith('#'))
+  torch_pin = next(l for l in (ROOT / 'benchmarks' / 'requirements.txt'
+                               ).read_text().splitlines() if l.startswith('torch=='))
+  install = next(c for c in commands if ' pip install ' in c)
+  assert f'{extra}=={pins["jax"]}' in install and '-r requirements.txt' in install
+  assert (f'torch=={torch_pin.split("==")[1].split("+")[0]}' in install) == torch
+  table = next(c for c in commands if '-m alexnet_jax.benchmark' in c
+               and '--json=' in c)
+  for flag in ('--config=configs/two_gpu.py', '--batch_sizes=128,256,512',
+               '--dtypes=float32,bfloat16'):
+    assert flag in table.split(), table
+  assert any('-m benchmarks.vs_pytorch' in c for c in commands) == torch

@@ -1,0 +1,386 @@
+"""This project's train step against the same network in PyTorch, side by side.
+
+    pip install -r requirements.txt -r benchmarks/requirements.txt
+    python -m benchmarks.vs_pytorch --config=configs/two_gpu.py \
+        [--batch_size=32] [--dtype=float32] [--strategies=towers] \
+        [--steps=3] [--warmup=1] [--repeats=5] [--json=FILE]
+
+1. Builds the network of `config.model.variant` in PyTorch from the same
+   layer table (model.NETWORKS): one `nn.Conv2d` per layer, `groups=2` where
+   a layer reads only its own tower (conv2, conv4, conv5 of Fig. 2), so the
+   2012 net has Caffe's 60,965,224 parameters. LRN runs over each tower's
+   channels; PyTorch divides alpha by n, so the paper's alpha is passed as
+   alpha * n (`--config.model.lrn_convention=caffe` passes it unchanged).
+2. Loads this project's weights into it (`model.export_params`, the layout
+   the README's "Python API" documents) and checks that both give the same
+   logits on a fixed batch, dropout off: both sides then time the same
+   function.
+3. Times both train steps (forward, backward, SGD with momentum 0.9 and
+   weight decay on kernels) in this one process, on the same device, batch
+   and dtype: PyTorch, then each JAX placement, repeated and alternating, so
+   a noisy machine slows all of them alike. On a GPU PyTorch runs with AMP
+   (autocast to the dtype) and channels_last; on CPU bfloat16 is autocast too.
+   JAX placements are alexnet_jax.benchmark's: `one_device` and each of
+   `--strategies` on its usual mesh.
+
+Prints images/s per side (median over repeats) and the ratio to PyTorch.
+PyTorch is not a dependency of the project: `benchmarks/requirements.txt`
+pins the build this was tested with.
+"""
+
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+
+from absl import flags
+import jax
+import numpy as np
+
+from alexnet_jax import benchmark
+from alexnet_jax import cli
+from alexnet_jax import model as model_lib
+from alexnet_jax import step as step_lib
+from alexnet_jax.errors import UserError
+
+# Images of this scale make the LRN term matter in the agreement check:
+# alpha * sum(a^2) is then of the order of k, so a wrong alpha convention
+# (paper vs PyTorch's alpha / n) changes the logits far beyond the tolerance.
+CHECK_IMAGE_SCALE = 30.0
+CHECK_RTOL = 1e-3  # Of the largest logit: float32, different summation orders.
+
+
+def _torch():
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise UserError(
+        'PyTorch is not installed; it is not a dependency of the project.'
+        ' Install it next to it: pip install -r benchmarks/requirements.txt'
+        ' (the CPU build; on a GPU machine see benchmarks/gpu.sh).') from None
+  return torch
+
+
+def lrn_alpha_for_torch(cfg: model_lib.ModelConfig) -> float:
+  """PyTorch's LocalResponseNorm divides alpha by n; the paper's does not."""
+  if cfg.lrn_convention == 'paper':
+    return model_lib.LRN_ALPHA * model_lib.LRN_N
+  return model_lib.LRN_ALPHA
+
+
+def torch_network(cfg: model_lib.ModelConfig, flat: dict[str, np.ndarray], *,
+                  lrn_alpha: float | None = None):
+  """The network of `cfg` in PyTorch, holding the weights `flat`
+  (model.export_params layout); eval mode, float32, on the CPU."""
+  torch = _torch()
+  nn, F = torch.nn, torch.nn.functional
+  towers = cfg.network.towers
+  alpha = lrn_alpha_for_torch(cfg) if lrn_alpha is None else lrn_alpha
+  activation = {'relu': F.relu, 'tanh': torch.tanh}[cfg.activation]
+  pool = (3, 2) if cfg.overlapping_pool else (2, 2)
+  layers = cfg.network.layers
+  # What the first fully connected layer reads, per tower: (h, w, c).
+  convs = [l for l in layers if not l.dense]
+  last = convs[-1].name
+  h, w, c = model_lib.layer_shapes(cfg)[
+      f'pool{last.removeprefix("conv")}' if convs[-1].pool else last]
+
+  class Net(nn.Module):
+    """The layer table, row by row: op, activation, LRN, pool, dropout."""
+
+    def __init__(self):
+      super().__init__()
+      self.ops = nn.ModuleDict()
+      channels = 3
+      for layer in layers:
+        kernel = flat[f'{layer.name}/kernel']
+        if layer.dense:
+          if layer is next(l for l in layers if l.dense):
+            # Rows (h, w, c) here, c over tower 0 first; torch flattens (c, h, w).
+            kernel = kernel.reshape(h, w, c * towers, -1).transpose(
+                2, 0, 1, 3).reshape(kernel.shape)
+          op = nn.Linear(*kernel.shape)
+          weight = kernel.T
+        else:
+          # A layer reading its own tower sees one tower's share of the
+          # channels: a grouped convolution, towers first.
+          op = nn.Conv2d(channels, kernel.shape[3], kernel.shape[0],
+                         stride=layer.stride, padding=layer.padding,
+                         groups=channels // kernel.shape[2])
+          weight = kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+          channels = kernel.shape[3]
+        with torch.no_grad():
+          op.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+          op.bias.copy_(torch.from_numpy(np.ascontiguousarray(
+              flat[f'{layer.name}/bias'])))
+        self.ops[layer.name] = op
+
+    def _after(self, layer, x):
+      if layer is layers[-1]:
+        return x  # The logits.
+      x = activation(x)
+      if layer.lrn and cfg.lrn:
+        # Over each tower's channels only, as the towers of Fig. 2 do.
+        n, ch, hh, ww = x.shape
+        x = F.local_response_norm(
+            x.reshape(n * towers, ch // towers, hh, ww), model_lib.LRN_N,
+            alpha=alpha, beta=model_lib.LRN_BETA, k=model_lib.LRN_K
+        ).reshape(n, ch, hh, ww)
+      if layer.pool:
+        x = F.max_pool2d(x, *pool)
+      if layer.dropout and cfg.dropout_rate > 0:
+        x = F.dropout(x, cfg.dropout_rate, training=self.training)
+      return x
+
+    def forward(self, x):  # (N, 3, S, S) -> (N, classes)
+      for layer in layers:
+        if layer.dense and x.ndim > 2:
+          x = torch.flatten(x, 1)
+        x = self._after(layer, self.ops[layer.name](x))
+      return x
+
+  return Net().eval()
+
+
+def count_params(net) -> int:
+  return sum(p.numel() for p in net.parameters())
+
+
+def fixed_batch(cfg: model_lib.ModelConfig, batch_size: int, seed: int = 0,
+                scale: float = CHECK_IMAGE_SCALE) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  size = cfg.image_size
+  return (scale * rng.standard_normal((batch_size, size, size, 3))).astype(np.float32)
+
+
+def agreement(config, *, batch_size: int = 4, lrn_alpha: float | None = None
+              ) -> dict:
+  """Logits of this project's network and of its PyTorch twin, same weights."""
+  torch = _torch()
+  config = config.copy_and_resolve_references()
+  config.dtype = 'float32'  # The check compares the function, not rounding.
+  cfg = step_lib.model_config(config)
+  net = step_lib.create_model(config)
+  flat = model_lib.export_params(net)
+  images = fixed_batch(cfg, batch_size)
+  # Full float32 products: on GPUs JAX's default is TF32 (about 1e-3 off).
+  with jax.default_matmul_precision('highest'):
+    ours = np.asarray(jax.jit(lambda x: net(x))(images), np.float32)
+  twin = torch_network(cfg, flat, lrn_alpha=lrn_alpha)
+  with torch.no_grad():
+    theirs = twin(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+  scale = float(np.max(np.abs(ours)))
+  diff = float(np.max(np.abs(ours - theirs)))
+  return {
+      'batch_size': batch_size,
+      'image_scale': CHECK_IMAGE_SCALE,
+      'max_abs_logit': scale,
+      'max_abs_diff': diff,
+      'relative_diff': diff / scale,
+      'agrees': diff <= CHECK_RTOL * scale,
+      'params_torch': count_params(twin),
+      'params_jax': model_lib.count_params(net),
+  }
+
+
+# --- Timing -----------------------------------------------------------------------
+
+
+def torch_train_step(net, config, device, dtype: str):
+  """One SGD step of `net` as the paper's recipe runs it; returns the loss.
+
+  Momentum 0.9 and weight decay on kernels only, as alexnet_jax does.
+  PyTorch's SGD keeps v = 0.9 v + g and steps by lr v, the paper's rule
+  with v scaled by lr: the same work per step.
+  """
+  torch = _torch()
+  opt = config.optimizer
+  kernels = [p for n, p in net.named_parameters() if n.endswith('weight')]
+  biases = [p for n, p in net.named_parameters() if n.endswith('bias')]
+  sgd = torch.optim.SGD(
+      [{'params': kernels, 'weight_decay': opt.weight_decay},
+       {'params': biases, 'weight_decay': 0.0}],
+      lr=opt.learning_rate, momentum=opt.momentum)
+  amp = dtype == 'bfloat16'
+
+  def train_step(images, labels):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+      loss = torch.nn.functional.cross_entropy(net(images), labels)
+    sgd.zero_grad(set_to_none=True)
+    loss.backward()
+    sgd.step()
+    return loss
+
+  return train_step
+
+
+def run_torch(train_step, images, labels, steps: int, device) -> float:
+  torch = _torch()
+  start = time.perf_counter()
+  for _ in range(steps):
+    loss = train_step(images, labels)
+  loss.item()  # Waits for the last step.
+  if device.type == 'cuda':
+    torch.cuda.synchronize()
+  return time.perf_counter() - start
+
+
+def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
+            command, say=lambda message: None) -> dict:
+  """Agreement check, then alternating timings; returns the report."""
+  torch = _torch()
+  say('checking that both networks give the same logits...')
+  check = agreement(config)
+  if not check['agrees'] or check['params_torch'] != check['params_jax']:
+    raise SystemExit(
+        f'vs_pytorch: the PyTorch network does not compute the same function'
+        f' ({check}); not timing it.')
+  say(f'logits agree: max |diff| {check["max_abs_diff"]:.2e} of'
+      f' {check["max_abs_logit"]:.2f}; {check["params_torch"]:,} parameters'
+      ' on both sides.')
+
+  backend = jax.default_backend()
+  device = torch.device('cuda' if backend == 'gpu' else 'cpu')
+  if backend not in ('cpu', 'gpu'):
+    raise UserError(f'vs_pytorch runs on CPU or an NVIDIA GPU; JAX is on'
+                    f' {backend}.')
+  if device.type == 'cuda' and not torch.cuda.is_available():
+    raise UserError('JAX runs on a GPU but this PyTorch has no CUDA: install'
+                    ' the CUDA build (benchmarks/gpu.sh does).')
+  runs = benchmark.placements(config, strategies=list(strategies),
+                              num_devices=jax.device_count(),
+                              batch_size=batch_size, dtype=dtype)
+  host = benchmark.synthetic_batch(runs[0].config)
+  graphdef, host_state = benchmark.initial_state(config)
+  for p in runs:
+    say(f'JAX {p.name}: compiling...')
+    benchmark.prepare(p, graphdef, host_state, host)
+    benchmark.run_steps(p, warmup)
+
+  float_config = config.copy_and_resolve_references()
+  float_config.dtype = 'float32'
+  cfg = step_lib.model_config(float_config)
+  net = torch_network(cfg, model_lib.export_params(
+      step_lib.create_model(float_config))).train()
+  layout = torch.channels_last if device.type == 'cuda' else torch.contiguous_format
+  net = net.to(device, memory_format=layout)
+  images = torch.from_numpy(host['image'].transpose(0, 3, 1, 2).copy()).to(
+      device, memory_format=layout)
+  labels = torch.from_numpy(host['label'].astype(np.int64)).to(device)
+  torch_step = torch_train_step(net, config, device, dtype)
+  run_torch(torch_step, images, labels, warmup, device)
+
+  seconds = {'pytorch': []} | {p.name: [] for p in runs}
+  for r in range(repeats):
+    seconds['pytorch'].append(run_torch(torch_step, images, labels, steps, device))
+    for p in runs:  # Alternating: a noisy stretch hits both frameworks.
+      seconds[p.name].append(benchmark.run_steps(p, steps))
+    say(f'repeat {r + 1}/{repeats}: ' + ', '.join(
+        f'{name} {steps * batch_size / s[-1]:.1f} images/s'
+        for name, s in seconds.items()))
+  rates = {k: [steps * batch_size / s for s in v] for k, v in seconds.items()}
+  torch_median = statistics.median(rates['pytorch'])
+  rows = []
+  for name, r in rates.items():
+    rows.append({
+        'name': name,
+        'framework': 'pytorch' if name == 'pytorch' else 'jax',
+        'devices': (1 if name == 'pytorch' else
+                    next(p for p in runs if p.name == name).mesh.devices.size),
+        'images_per_sec': r,
+        'median_images_per_sec': statistics.median(r),
+        'ratio_to_pytorch': statistics.median(r) / torch_median,
+        'paired_ratios': [a / b for a, b in zip(r, rates['pytorch'])],
+    })
+  return {
+      'command': command,
+      'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+      'jax_version': jax.__version__,
+      'torch_version': torch.__version__,
+      'torch_threads': torch.get_num_threads(),
+      'backend': backend,
+      'device_kind': jax.devices()[0].device_kind,
+      'host_cpu': benchmark._cpu_name(),  # pylint: disable=protected-access
+      'variant': config.model.variant,
+      'image_size': config.image_size,
+      'width': config.model.width,
+      'batch_size': batch_size,
+      'dtype': dtype,
+      'pytorch_setup': ('eager, AMP autocast to bfloat16' if dtype == 'bfloat16'
+                        else 'eager, float32') + (
+                            ', channels_last' if device.type == 'cuda' else ''),
+      'steps': steps, 'warmup': warmup, 'repeats': repeats,
+      'agreement': check,
+      'rows': rows,
+  }
+
+
+def format_report(r: dict) -> str:
+  lines = [
+      f'AlexNet {r["variant"]} (width {r["width"]:g}), {r["image_size"]}x'
+      f'{r["image_size"]}, batch {r["batch_size"]}, {r["dtype"]}; train step'
+      f' (forward, backward, SGD momentum), synthetic batch on the device.',
+      f'{r["backend"]} ({r["device_kind"]}; host {r["host_cpu"]}), jax'
+      f' {r["jax_version"]}, torch {r["torch_version"]} ({r["pytorch_setup"]},'
+      f' {r["torch_threads"]} threads), {r["date"]}.',
+      f'Command: {r["command"]}',
+      f'Same weights, same logits: max |diff| {r["agreement"]["max_abs_diff"]:.2e}'
+      f' of max |logit| {r["agreement"]["max_abs_logit"]:.2f} on'
+      f' {r["agreement"]["batch_size"]} images; {r["agreement"]["params_torch"]:,}'
+      ' parameters on both sides.',
+      f'{r["repeats"]} repeat(s) of {r["steps"]} step(s) after {r["warmup"]}'
+      ' warm-up step(s), alternating; medians over repeats.',
+      '']
+  rows = [[p['name'], p['framework'], str(p['devices']),
+           f'{p["median_images_per_sec"]:.1f}',
+           ' '.join(f'{x:.1f}' for x in p['images_per_sec']),
+           f'{p["ratio_to_pytorch"]:.2f}',
+           ' '.join(f'{x:.2f}' for x in p['paired_ratios'])]
+          for p in r['rows']]
+  lines += cli.format_table(
+      ['run', 'framework', 'devices', 'images/s', 'per repeat', 'vs PyTorch',
+       'per-repeat ratios'], rows, right={2, 3, 5})
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  dtype = _DTYPE.value or config.dtype
+  batch_size = _BATCH_SIZE.value or config.batch_size
+  strategies = tuple(s for s in _STRATEGIES.value.split(',') if s)
+  options = benchmark.Options(strategies=strategies, batch_sizes=(batch_size,),
+                              dtypes=(dtype,), steps=_STEPS.value,
+                              warmup=_WARMUP.value, repeats=_REPEATS.value)
+  # On a GPU both frameworks share its memory: JAX would take 75% up front.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.45')
+  benchmark.provide_host_devices(config, strategies)
+  benchmark.check_options(config, options, jax.device_count())
+  _torch()  # Before anything compiles.
+  say = lambda message: print(f'vs_pytorch: {message}', file=sys.stderr, flush=True)
+  report = compare(
+      config, strategies=strategies, batch_size=batch_size, dtype=dtype,
+      steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
+      command=shlex.join(['python', '-m', 'benchmarks.vs_pytorch', *sys.argv[1:]]),
+      say=say)
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump(report, f, indent=1)
+      f.write('\n')
+  print(format_report(report))
+
+
+if __name__ == '__main__':
+  _CONFIG = cli.define_config_flag()
+  _BATCH_SIZE = flags.DEFINE_integer('batch_size', 0, "Global batch (0: the config's).")
+  _DTYPE = flags.DEFINE_string('dtype', '', "float32 or bfloat16 (default: the config's).")
+  _STRATEGIES = flags.DEFINE_string(
+      'strategies', 'towers', 'JAX placements besides one_device, comma-separated'
+      ' (parallel.STRATEGIES), each on its usual mesh over all devices.')
+  _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per repeat.')
+  _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compiling.')
+  _REPEATS = flags.DEFINE_integer('repeats', 5, 'Alternating repeats; medians reported.')
+  _JSON = flags.DEFINE_string('json', '', 'Also write the report to this file.')
+  cli.run(main, _CONFIG)
