@@ -14,11 +14,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 from orbax.checkpoint import checkpoint_managers
 
+from alexnet_jax import workdir
 from alexnet_jax.errors import UserError
 
 
@@ -94,15 +97,49 @@ class Checkpointer:
            metrics: dict[str, float] | None = None) -> None:
     try:
       self._save(step, state, signature, metrics)
-    except OSError as e:  # Disk full, quota, permissions.
+    except OSError as e:  # Disk full, quota, permissions, read-only, ...
       kept = [s for s in self.steps() if s != step]
       raise UserError(
-          f'Could not write the checkpoint of step {step} to {self.directory}'
-          f' ({e.strerror or e}). The run stopped; the checkpoints already'
-          f' there (steps {", ".join(map(str, kept)) or "none"}) are intact,'
-          ' and an unfinished write is left only as a *.orbax-checkpoint-tmp*'
-          ' folder. Free some space and run the same command to resume.'
-      ) from None
+          f'Could not write the checkpoint of step {step} to {self.directory}:'
+          f' {workdir.os_error_cause(e)}. The run stopped; the checkpoints'
+          f' already there (steps {", ".join(map(str, kept)) or "none"}) are'
+          ' intact, and an unfinished write is left only as a'
+          ' *.orbax-checkpoint-tmp* folder. Fix that and run the same command'
+          ' to resume.') from None
+    if jax.process_index() == 0:
+      problem = self.unreadable(step)
+      if problem:
+        raise UserError(
+            f'The checkpoint of step {step} in {self.directory} was written'
+            f' but does not read back ({problem}). The run stopped rather than'
+            ' go on over checkpoints it could not resume from; the earlier'
+            ' ones and this one are left as they are. Check the file system'
+            ' of the workdir (and its path), then run the same command.')
+
+  def unreadable(self, step: int) -> str | None:
+    """Why a committed step cannot be restored, or None: every array's
+    metadata is found in the merged store, as a restore would look for it.
+
+    Reads keys, not array data, so it costs milliseconds at any model size.
+    """
+    path = self.directory / str(step) / 'state'
+    try:
+      tree = getattr(ocp.PyTreeCheckpointHandler().metadata(epath.Path(path)),
+                     'tree', None)
+      if tree is None:
+        return f'{path} holds no array metadata'
+      arrays = jax.tree.leaves(tree)
+      store = ts.KvStore.open({'driver': 'ocdbt',
+                               'base': f'file://{path}/'}).result()
+      keys = {k.decode() for k in store.list().result()}
+    except Exception as e:  # pylint: disable=broad-except
+      return f'{type(e).__name__}: {" ".join(str(e).split())[:200]}'
+    missing = [a.name for a in arrays
+               if f'{a.name}/.zarray' not in keys and f'{a.name}/zarr.json' not in keys]
+    if missing or not arrays:
+      return (f'{len(missing)} of its {len(arrays)} arrays are missing from'
+              f' {path}, e.g. {missing[0] if missing else "all"}')
+    return None
 
   def _write_manifest(self, step: int) -> None:
     """Sizes and SHA-256 of every file of a finished step, to spot damage later."""

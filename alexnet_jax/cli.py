@@ -30,8 +30,14 @@ USER_ERROR_EXIT_CODE = 2
 
 
 def fail(message: str) -> None:
-  print('\n'.join(textwrap.wrap(f'error: {message}', width=100)), file=sys.stderr)
+  print(_wrap(f'error: {message}'), file=sys.stderr)
   sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def _wrap(paragraph: str) -> str:
+  # Paths stay whole on one line, so they can be copied (and searched for).
+  return '\n'.join(textwrap.wrap(paragraph, width=100, break_on_hyphens=False,
+                                 break_long_words=False))
 
 
 def define_config_flag():
@@ -80,6 +86,10 @@ def run(main, config_flag) -> None:
       main(argv)
     except UserError as e:
       fail(str(e))
+    except KeyboardInterrupt:  # Before training began (it saves after that).
+      print('\nInterrupted (Ctrl-C) before training began; nothing to save.',
+            file=sys.stderr)
+      sys.exit(130)
 
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # tf.data's start-up notes.
   app.run(guarded, flags_parser=parse)
@@ -245,13 +255,13 @@ def supervise(processes: Processes) -> int:
       'w', prefix=f'alexnet_jax-process{processes.process_id}-',
       suffix='.log', delete=False) as saved:
     saved.write(log)
-  print('\n'.join(textwrap.wrap(
+  print(_wrap(
       f'error: process {processes.process_id} of {processes.num_processes}'
       f' stopped because {lost} stopped answering (jax.distributed at'
       f' {processes.coordinator_address}; {_first_error(log)}). Run the same'
       ' command on every host to resume from the last complete checkpoint.'
-      f' What this process printed as it failed is in {saved.name}.',
-      width=100)), file=sys.stderr)
+      f' What this process printed as it failed is in {saved.name}.'),
+        file=sys.stderr)
   return LOST_PEER_EXIT_CODE
 
 
@@ -299,9 +309,10 @@ def provide_host_devices(config, num_processes: int = 1) -> None:
 
 
 def check(config, workdir: str | None = None,
-          processes: Processes = Processes()) -> None:
+          processes: Processes = Processes(), fits: bool = True) -> None:
   """Starts JAX (all processes, if several) and validates `config` against the
-  devices there are; raises UserError."""
+  devices there are; raises UserError. With `fits`, also refuses a train step
+  that cannot fit the devices' memory (memory.py; estimated from shapes)."""
   provide_host_devices(config, processes.num_processes)
   import jax  # pylint: disable=import-outside-toplevel
   if processes.coordinator_address:
@@ -317,6 +328,10 @@ def check(config, workdir: str | None = None,
         shutdown_timeout_seconds=timeouts.shutdown_timeout)
     check_same_config(config, processes)
   validation.validate(config, num_devices=jax.device_count(), workdir=workdir)
+  if fits:
+    from alexnet_jax import memory  # pylint: disable=import-outside-toplevel
+    from alexnet_jax import parallel  # pylint: disable=import-outside-toplevel
+    memory.check_fits(config, parallel.make_mesh(config))
 
 
 # Settings that may differ between hosts (each its own disk).

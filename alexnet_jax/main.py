@@ -3,7 +3,7 @@
 This file is intentionally kept short: it parses flags, checks the config and
 calls `train.train_and_evaluate`. Exit status: 0 done, 2 a problem to fix
 (printed as one paragraph), 75 preempted by SIGTERM after saving (run the
-same command again to resume), 69 in a run over several processes: a peer
+same command again to resume), 130 the same after Ctrl-C, 69 in a run over several processes: a peer
 process was lost (run the same command on every host to resume).
 """
 
@@ -32,9 +32,9 @@ def main(argv):
   try:
     summary = train.train_and_evaluate(config, _WORKDIR.value)
   except train.Preempted as e:
-    logging.warning('Preempted: saved step %s; run the same command to resume.',
-                    e.args[0])
-    sys.exit(train.PREEMPTED_EXIT_CODE)
+    logging.warning('%s: saved step %s; run the same command to resume.',
+                    e.args[1].capitalize(), e.args[0])
+    sys.exit(e.exit_code)
   print(cli.format_summary(summary))
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -16,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
 import tqdm
 
 from alexnet_jax import checkpoint
@@ -24,11 +28,13 @@ from alexnet_jax import input_pipeline
 from alexnet_jax import metric_writer
 from alexnet_jax import parallel
 from alexnet_jax import step as step_lib
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
 # Exit status of a run stopped by SIGTERM after saving (EX_TEMPFAIL: run the
-# same command again to resume).
+# same command again to resume), and by Ctrl-C after saving (128 + SIGINT).
 PREEMPTED_EXIT_CODE = 75
+INTERRUPTED_EXIT_CODE = 130
 
 
 class NonFiniteLoss(Exception):
@@ -36,7 +42,11 @@ class NonFiniteLoss(Exception):
 
 
 class Preempted(Exception):
-  pass
+  """Stopped by a signal after saving: args are (step, status)."""
+
+  @property
+  def exit_code(self) -> int:
+    return INTERRUPTED_EXIT_CODE if self.args[1] == 'interrupted' else PREEMPTED_EXIT_CODE
 
 
 def total_steps(config, info: input_pipeline.DatasetInfo) -> int:
@@ -104,27 +114,70 @@ class Throughput:
 
 @dataclasses.dataclass
 class _Stopper:
-  """Turns SIGTERM (what schedulers send) into a save at the next step."""
-  requested: bool = False
+  """Turns SIGTERM (what schedulers send) and Ctrl-C into a save at the next
+  step; a second Ctrl-C stops at once, without saving."""
+  status: str | None = None  # 'preempted' or 'interrupted' once signalled.
 
   def __enter__(self):
-    self._old = signal.signal(signal.SIGTERM, self._handle)
+    self._old = {s: signal.signal(s, self._handle)
+                 for s in (signal.SIGTERM, signal.SIGINT)}
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.status == 'interrupted':
+      print('\nSecond Ctrl-C: stopped at once, without saving this step.',
+            file=sys.stderr, flush=True)
+      os._exit(INTERRUPTED_EXIT_CODE)  # The kernel releases the workdir lock.
+    if signum == signal.SIGINT:
+      _say('Ctrl-C: saving at the next step (press again to stop at once).')
+    self.status = self.status or (
+        'interrupted' if signum == signal.SIGINT else 'preempted')
+
+  def agreed(self, due: bool) -> bool:
+    """Whether to stop now. Over several processes all must stop at the same
+    step, so they agree (any one signalled) only at the `due` steps."""
+    if jax.process_count() == 1:
+      return self.status is not None
+    if not due:
+      return False
+    flags = multihost_utils.process_allgather(
+        np.int32(0 if self.status is None else 1 + (self.status == 'interrupted')))
+    if flags.max() and self.status is None:
+      self.status = 'interrupted' if flags.max() == 2 else 'preempted'
+    return bool(flags.max())
 
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._old)
+    for s, old in self._old.items():
+      signal.signal(s, old)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Trains, evaluates, checkpoints and logs to `workdir`; returns the summary."""
-  workdir = Path(workdir)
+  """Trains, evaluates, checkpoints and logs to `workdir`; returns the summary.
+
+  Process 0 holds the workdir's lock for the whole run (workdir.py): a
+  second run on the same workdir stops at once, naming this one.
+  """
+  workdir = workdir_lib.check_path(workdir)
+  if jax.process_index() != 0:
+    return _train_and_evaluate(config, workdir)
+  workdir_lib.check_outputs(workdir)
+  with workdir_lib.lock(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _dataset_info(config) -> input_pipeline.DatasetInfo:
+  """The dataset's sizes; the built-in one is prepared by one run at a time."""
+  if config.dataset != 'shapes10':
+    return input_pipeline.dataset_info(config)
+  with workdir_lib.preparing(Path(config.data_dir or tfds.core.constants.DATA_DIR)):
+    return input_pipeline.dataset_info(config)
+
+
+def _train_and_evaluate(config, workdir: Path) -> dict[str, Any]:
   start_time = time.time()
   mesh = parallel.make_mesh(config)
-  info = input_pipeline.dataset_info(config)
+  info = _dataset_info(config)
   if info.num_classes != config.model.num_classes:
     raise UserError(
         f'The dataset {config.dataset!r} has {info.num_classes} classes but'
@@ -137,6 +190,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   # Restore before anything compiles: a foreign workdir is refused unharmed.
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  changes = workdir_lib.check_resume(
+      workdir, config, latest_step=max(ckpt.steps(), default=None),
+      num_steps=num_steps)
+  for key, (before, after) in changes.items():
+    _say(f'Resuming with {key}={after!r} (was {before!r}).')
   abstract = step_lib.sharded_abstract_state(config, mesh)
   signature = checkpoint.param_signature(abstract.params)
   restored = ckpt.restore_latest(abstract, signature)
@@ -148,7 +206,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   start_step = int(state.step)
 
   if is_chief:
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+    workdir_lib.record_start(workdir, config, start_step=start_step,
+                             processes=jax.process_count())
+    workdir_lib.truncate_metrics(workdir, start_step)  # One history.
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
   train_step = step_lib.make_train_step(config, graphdef, lr_fn, shardings)
@@ -161,18 +221,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   throughput = Throughput(config.batch_size)
 
   eval_metrics: dict[str, float] = {}
-  status, step, window = 'completed', start_step, []
+  status, step, window, stop = 'completed', start_step, [], False
   with jax.set_mesh(mesh), _Stopper() as stopper, tqdm.tqdm(
       total=num_steps, initial=start_step, desc='train', disable=not is_chief,
       dynamic_ncols=True, mininterval=1.0, file=sys.stderr) as bar:
     try:
-      while step < num_steps and not stopper.requested:
+      while step < num_steps and not stop:
         state, metrics = train_step(state, throughput.next_batch(batches, mesh, config))
         step += 1
         throughput.stepped(metrics)
         window.append(metrics)
         if log(step):
           window = _log(step, jax.device_get(window), throughput, writer, bar)
+        stop = stopper.agreed(due=log(step))
         if run_eval(step):
           eval_metrics = evaluate(config, eval_step, state.params, mesh)
           writer.write(step, eval_metrics)
@@ -180,15 +241,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           throughput.restart()  # Evaluation is not training time.
           _say(f'step {step}/{num_steps}: ' + ' '.join(
               f'{k} {v:.4f}' for k, v in eval_metrics.items()))
-        if save(step) or stopper.requested:
+        if save(step) or stop:
           _check_finite(state, step)
           ckpt.save(step, state, signature, metrics={
               'eval_top1': eval_metrics['eval_top1']} if run_eval(step) else None)
-      if stopper.requested:
-        status = 'preempted'
-        if step > start_step and step not in ckpt.steps():  # Signalled after the save.
-          _check_finite(state, step)
-          ckpt.save(step, state, signature)
+      if stop:
+        status = stopper.status
       elif not eval_metrics:  # A finished workdir: report its evaluation again.
         eval_metrics = evaluate(config, eval_step, state.params, mesh)
     except NonFiniteLoss as e:
@@ -220,8 +278,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   }
   if is_chief:
     (workdir / 'summary.json').write_text(json.dumps(summary, indent=2))
-  if status == 'preempted':
-    raise Preempted(step)
+  if status in ('preempted', 'interrupted'):
+    raise Preempted(step, status)
   return summary
 
 

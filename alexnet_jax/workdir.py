@@ -27,6 +27,7 @@ override `--config.allow_config_change=True`, which records the change and
 goes on.
 """
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -184,6 +185,23 @@ def lock(workdir: Path) -> Lock:
   os.ftruncate(fd, 0)
   os.pwrite(fd, (json.dumps(holder) + '\n').encode(), 0)
   return Lock(path, fd)
+
+
+@contextlib.contextmanager
+def preparing(data_dir: Path):
+  """Holds DATA_DIR/.prepare.lock (waiting for it) while a dataset is prepared.
+
+  Two runs, or the processes of one run, starting on a fresh data_dir would
+  otherwise build the same files at once and fail on each other's halves.
+  """
+  data_dir.mkdir(parents=True, exist_ok=True)
+  fd = os.open(data_dir / '.prepare.lock', os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+               0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)  # Blocks until the other has finished.
+    yield
+  finally:
+    os.close(fd)
 
 
 def _read_holder(fd: int) -> str:
