@@ -343,8 +343,9 @@ def colour_selectivity(kernels: np.ndarray) -> np.ndarray:
   rest; the measure is |w - grey(w)|^2 / |w|^2. 0: colour-agnostic (a
   luminance filter, Fig. 3's upper GPU); 2/3: a kernel seeing one channel
   only; 1 at most (colours opposing with no brightness, e.g. red against
-  green). Untrained iid noise also gives 2/3 on average, so read it with
-  `neighbour_correlation`: it speaks of learned filters only. Input (..., kh, kw, 3, n); output (..., n).
+  green). Untrained iid noise also gives 2/3 on average, so read it next to
+  `neighbour_correlation`: it speaks of learned filters only.
+  Input (..., kh, kw, 3, n); output (..., n).
   """
   w = np.asarray(kernels, np.float64)
   grey = w.mean(axis=-2, keepdims=True)
@@ -528,6 +529,17 @@ def picture_architecture(config, out_dir: Path, name: str) -> list[Path]:
   return paths + [json_path]
 
 
+def _run_description(workdir: Path) -> str:
+  """'two_tower, width 0.25, shapes10 67x67' from the run's config.json."""
+  try:
+    config = json.loads((Path(workdir) / 'config.json').read_text())
+    model = config['model']
+    return (f'{model["variant"]}, width {model["width"]:g}, {config["dataset"]}'
+            f' {config["image_size"]}x{config["image_size"]}')
+  except (OSError, ValueError, KeyError, TypeError):
+    return Path(workdir).resolve().name
+
+
 def picture_kernels(workdir: Path, step: int | None = None,
                     out: Path | None = None) -> dict:
   """The `kernels` command: the picture (default WORKDIR/kernels_stepN.png)
@@ -542,12 +554,16 @@ def picture_kernels(workdir: Path, step: int | None = None,
                     f' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}).'
                     ' It may be damaged; pass --step= another one.') from None
   kernels = conv1_kernels(state, str(step_dir))
-  title = (f'conv1 kernels of {workdir.resolve().name}, step {step_dir.name}'
-           f' ({kernels.shape[1]}x{kernels.shape[2]}x3, one panel per tower)')
+  title = (f'conv1 kernels ({kernels.shape[1]}x{kernels.shape[2]}x3) at step'
+           f' {step_dir.name}, one panel per tower: {_run_description(workdir)}')
   measure = draw_kernels(kernels, out, title)
   measure = {'checkpoint': str(step_dir), 'step': int(step_dir.name),
-             'definition': 'share of each kernel\'s energy outside the grey'
-                           ' (R=G=B) direction: 0 grey, 2/3 one channel only',
+             'definition': {
+                 'colour_selectivity': 'share of each kernel\'s energy outside'
+                                       ' the grey (R=G=B) direction: 0 grey,'
+                                       ' 2/3 one channel only or iid noise',
+                 'neighbour_correlation': 'sum(a*b) / sum((a^2+b^2)/2) over'
+                                          ' adjacent pixels: 0 iid noise, 1 flat'},
              **measure, 'picture': str(out)}
   out.with_suffix('.json').write_text(json.dumps(measure, indent=1))
   return measure
