@@ -169,17 +169,16 @@ def _block_text(row: dict) -> str:
   return f'{row["name"]}  {shape}\n{row["params_per_tower"]:,} params'
 
 
-def _arrow_label(group: list[dict], row_name: str) -> str:
+def _arrow_label(group: list[dict]) -> str:
+  """The crossing's name(s), then a line per collective: kind, pass, bytes sent."""
   from alexnet_jax import inspect  # pylint: disable=import-outside-toplevel
-  lines = []
+  names = list(dict.fromkeys(c['crossing'] for c in group))
+  lines = [', '.join(names)]
   for c in group:
     short = {'forward': 'fwd', 'backward': 'bwd'}.get(c['direction'], c['direction'])
-    # `fc6_weights` at fc6's row: 'weights: ...'.
-    what = ('' if c['crossing'] == row_name else
-            f'{c["crossing"].removeprefix(row_name + "_")}: ')
     # XLA may combine several tensors into one op.
     tensors = f' ({c["tensors"]} tensors)' if c['tensors'] > 1 else ''
-    lines.append(f'{what}{c["kind"]} {short}: {inspect._size(c["sent_bytes"])}{tensors}')
+    lines.append(f'{c["kind"]} {short}: {inspect._size(c["sent_bytes"])}{tensors}')
   return '\n'.join(lines)
 
 
@@ -272,7 +271,7 @@ def draw_architecture(elements: dict, out_paths: list[Path]) -> list[str]:
       pairs, colour = [(x0 + _COL_W, x1) for x0, x1 in zip(col_x, col_x[1:])], ARROW_COLOUR
     else:
       pairs, colour = [(right + 0.3, ghost_x - 0.1)], REPLICA_COLOUR
-    label = _arrow_label(group, rows[i]['name'])
+    label = _arrow_label(group)
     labels.append(label)
     for x0, x1 in pairs:
       ax.annotate('', xy=(x1, ya), xytext=(x0, ya),
