@@ -76,11 +76,19 @@ def test_same_command_resumes_at_the_right_step(trained):
 def test_workdir_of_another_model_is_refused_and_kept(trained, tmp_path):
   workdir = trained[0]
   before = {p: p.stat().st_mtime_ns for p in workdir.rglob('*') if p.is_file()}
-  proc = run_cli(workdir, '--config.model.width=0.125', check=False)
+  # The recorded config names the change; past it, the checkpoints' shapes do.
+  proc = run_cli(workdir, '--config.model.width=0.125',
+                 '--config.num_train_steps=6', check=False)
+  assert proc.returncode == 2
+  assert 'model.width' in proc.stderr and 'Traceback' not in proc.stderr
+  proc = run_cli(workdir, '--config.model.width=0.125', '--config.num_train_steps=6',
+                 '--config.allow_config_change=True', check=False)
   assert proc.returncode == 2
   assert 'different model' in proc.stderr and 'Traceback' not in proc.stderr
+  # The lock file names each run that starts; nothing else may change.
   after = {p: p.stat().st_mtime_ns for p in workdir.rglob('*') if p.is_file()
-           if 'metrics' not in p.name and 'tensorboard' not in str(p)}
+           if 'metrics' not in p.name and 'tensorboard' not in str(p)
+           and p.name != '.lock'}
   assert all(before[p] == t for p, t in after.items())
 
 
