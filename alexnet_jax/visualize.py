@@ -401,19 +401,26 @@ def draw_kernels(kernels: np.ndarray, out_path: Path, title: str) -> dict:
   smooth = neighbour_correlation(kernels)
   grids = [kernel_grid(kernels[t]) for t in range(towers)]
   h, w = grids[0].shape[:2]
-  panel_w = min(9.0, max(3.2, w / 12))
-  fig = Figure(figsize=(panel_w + 0.4, towers * (panel_w * h / w + 0.55) + 0.7))
-  fig.suptitle(textwrap.fill(title, int(panel_w * 14)), fontsize=9)
+  panel_w = min(9.0, max(5.5, w / 12))
+  wrap = int(panel_w * 14)
+  title = textwrap.fill(title, wrap)
+  note = textwrap.fill(
+      'Colour selectivity: 0 for grey kernels, 0.67 for one-channel kernels and'
+      ' for random ones; neighbour correlation: 0 for random kernels, towards 1'
+      ' for smooth ones (visualize.py).', int(panel_w * 16))
+  lines = title.count('\n') + note.count('\n') + 2
+  fig = Figure(figsize=(panel_w + 0.4, towers * (panel_w * h / w + 0.35)
+                        + 0.2 * lines + 0.3), layout='constrained')
+  fig.suptitle(title, fontsize=9)
+  fig.supxlabel(note, fontsize=7.5)
   for t, grid in enumerate(grids):
     ax = fig.add_subplot(towers, 1, t + 1)
     ax.imshow(grid, interpolation='nearest')
     ax.set_xticks([])
     ax.set_yticks([])
-    caption = (f'tower {t}: {kernels.shape[-1]} kernels; colour selectivity'
-               f' {selectivity[t].mean():.2f} (grey 0, one channel or noise'
-               f' 0.67); neighbour correlation {smooth[t].mean():.2f} (noise 0)')
-    ax.set_title(textwrap.fill(caption, int(panel_w * 15)), fontsize=8)
-  fig.tight_layout()
+    ax.set_title(f'tower {t}: {kernels.shape[-1]} kernels, colour selectivity'
+                 f' {selectivity[t].mean():.2f}, neighbour correlation'
+                 f' {smooth[t].mean():.2f}', fontsize=8)
   fig.savefig(out_path, dpi=DPI)
   return {'per_tower_mean': [float(s.mean()) for s in selectivity],
           'per_tower_median': [float(np.median(s)) for s in selectivity],
