@@ -164,13 +164,13 @@ def _define_flags():
   return workdir, step, ten_crop, cli.define_config_flag()
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'Unexpected arguments {argv[1:]}; evaluate takes only'
-                    ' flags (--config, --workdir, --step, --ten_crop).')
-  config, workdir = _CONFIG.value, Path(_WORKDIR.value)
-  steps = checkpoint_steps(workdir, _STEP.value)  # Before JAX starts.
-  step = steps[-1] if _STEP.value is None else _STEP.value
+def evaluate_workdir(config, workdir: Path, step: int | None = None,
+                     ten_crop: bool = False) -> dict:
+  """Everything the CLI does after the flags: checks, restores, evaluates,
+  prints one line and writes the JSON record (process 0); returns it."""
+  workdir = Path(workdir)
+  steps = checkpoint_steps(workdir, step)  # Before JAX starts.
+  step = steps[-1] if step is None else step
   cli.check(config)
   from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
   info = input_pipeline.dataset_info(config)  # Checks the stats file too.
@@ -180,21 +180,30 @@ def main(argv):
         f' model.num_classes={config.model.num_classes}; pass the config'
         f' that trained the checkpoint ({workdir / "config.json"}).')
   restored = restore(config, workdir, step)
-  metrics = evaluate(config, restored, _TEN_CROP.value)
-  record = {'step': step, **metrics, 'ten_crop': _TEN_CROP.value,
+  metrics = evaluate(config, restored, ten_crop)
+  record = {'step': step, **metrics, 'ten_crop': ten_crop,
             'eval_split': config.eval_split, 'examples': info.num_eval_examples,
             'dataset': config.dataset}
   print(f'step {step} ({config.eval_split}, {info.num_eval_examples} images,'
-        f' {"ten patches" if _TEN_CROP.value else "centre patch"}):'
+        f' {"ten patches" if ten_crop else "centre patch"}):'
         f' eval_loss {metrics["eval_loss"]:.4f} eval_top1'
         f' {metrics["eval_top1"]:.4f} eval_top5 {metrics["eval_top5"]:.4f}')
   import jax  # pylint: disable=import-outside-toplevel
   if jax.process_index() == 0:
-    out = result_path(workdir, step, _TEN_CROP.value)
+    out = result_path(workdir, step, ten_crop)
     tmp = out.with_name(f'.{out.name}.tmp')
     tmp.write_text(json.dumps(record, indent=2) + '\n')
     os.replace(tmp, out)
     print(f'Wrote {out}', file=sys.stderr)
+  return record
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'Unexpected arguments {argv[1:]}; evaluate takes only'
+                    ' flags (--config, --workdir, --step, --ten_crop).')
+  evaluate_workdir(_CONFIG.value, Path(_WORKDIR.value), _STEP.value,
+                   _TEN_CROP.value)
 
 
 if __name__ == '__main__':

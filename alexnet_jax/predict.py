@@ -61,8 +61,11 @@ def classify(config, restored, images):
   return np.concatenate(probs)
 
 
-def main(argv):
-  paths = argv[1:]
+def predict(workdir: Path, paths: list[str], step: int | None = None
+            ) -> list[dict]:
+  """For each path {'path', 'top5': [{'class', 'label', 'probability'}]} or
+  {'path', 'error'}. UserError (before anything loads) for a missing path,
+  a workdir without a run or checkpoints, or a bad stats file."""
   if not paths:
     raise UserError('Name one or more image files after the flags:'
                     ' python -m alexnet_jax.predict --workdir=DIR a.jpg b.png')
@@ -73,9 +76,9 @@ def main(argv):
         f' not files: {", ".join(missing[:5])}'
         f'{" ..." if len(missing) > 5 else ""}. Check the paths; nothing was'
         ' classified.')
-  workdir = Path(_WORKDIR.value)
+  workdir = Path(workdir)
   config = run_config(workdir)
-  evaluate_lib.checkpoint_steps(workdir, _STEP.value)
+  evaluate_lib.checkpoint_steps(workdir, step)
   cli.check(config)
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -89,13 +92,13 @@ def main(argv):
     except OSError as e:
       problems[path] = f'cannot be read ({e.strerror or e})'
     except tf.errors.OpError:
-      problems[path] = ('is not a readable JPEG, PNG, GIF, BMP or WebP image')
+      problems[path] = 'is not a readable JPEG, PNG, GIF, BMP or WebP image'
   names = input_pipeline.class_names(config)
   if names is None or len(names) != config.model.num_classes:
     names = [f'class {i}' for i in range(config.model.num_classes)]
   probs = {}
   if images:
-    restored = evaluate_lib.restore(config, workdir, _STEP.value)
+    restored = evaluate_lib.restore(config, workdir, step)
     probs = dict(zip(images, classify(config, restored,
                                       np.stack(list(images.values())))))
   results = []
@@ -107,16 +110,25 @@ def main(argv):
     results.append({'path': path, 'top5': [
         {'class': names[i], 'label': int(i),
          'probability': float(probs[path][i])} for i in top]})
-  if _JSON.value:
-    print(json.dumps(results, indent=2))
-    return
+  return results
+
+
+def format_results(results: list[dict]) -> str:
+  """The console text: each image and its classes, or one line for a bad file."""
+  lines = []
   for result in results:
     if 'error' in result:
-      print(f'{result["path"]}: {result["error"]}; skipped.')
+      lines.append(f'{result["path"]}: {result["error"]}; skipped.')
       continue
-    print(result['path'])
-    for guess in result['top5']:
-      print(f'  {guess["probability"]:.4f}  {guess["class"]}')
+    lines.append(result['path'])
+    lines += [f'  {guess["probability"]:.4f}  {guess["class"]}'
+              for guess in result['top5']]
+  return '\n'.join(lines)
+
+
+def main(argv):
+  results = predict(Path(_WORKDIR.value), argv[1:], _STEP.value)
+  print(json.dumps(results, indent=2) if _JSON.value else format_results(results))
 
 
 def _define_flags():

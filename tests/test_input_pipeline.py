@@ -344,8 +344,11 @@ def test_colour_shift_is_one_colour_per_image_and_off_when_zero(shapes_dir):
   assert len({tuple(np.round(s, 3)) for s in per_image}) == 16
   # Mostly along ImageNet's first component: 0.1 * 0.2175 * 255 = 5.5 levels.
   assert 1 < np.abs(per_image).mean() < 15
-  np.testing.assert_array_equal(
-      next(input_pipeline.train_batches(on_config))['image'], on['image'])
+  # Drawn from the step: a rerun, and a resume at step 1, see the same.
+  again = _take(input_pipeline.train_batches(on_config), 2)
+  np.testing.assert_array_equal(again[0]['image'], on['image'])
+  resumed = next(input_pipeline.train_batches(on_config, start_step=1))
+  np.testing.assert_array_equal(resumed['image'], again[1]['image'])
 
 
 def test_normalisations(shapes_dir, tmp_path):

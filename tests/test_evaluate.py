@@ -1,0 +1,181 @@
+"""evaluate and predict on a tiny run trained with Sec. 4.1's colour shift on,
+and kill -9 resume with it on.
+
+One training run (the CLI, two host devices, one tower each) serves every
+test; the kill test trains a second one and kills it.
+"""
+
+import json
+from pathlib import Path
+import signal
+import time
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from alexnet_jax import checkpoint
+from alexnet_jax import evaluate
+from alexnet_jax import predict
+from alexnet_jax.errors import UserError
+from clirun import read_metrics, run_cli, start_cli
+from configs import two_gpu
+
+STEPS = 12
+RUN = (f'--config.num_train_steps={STEPS}', '--config.checkpoint_every_steps=3',
+       '--config.eval_every_steps=6', '--config.log_every_steps=3',
+       '--config.input.pca_lighting=0.1')
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, data_dir):
+  workdir = tmp_path_factory.mktemp('run')
+  run_cli(workdir, *RUN, data_dir=data_dir)
+  return workdir
+
+
+def _config(data_dir):
+  """The config the CLI ran with (two_gpu.py:tiny and RUN's overrides)."""
+  config = two_gpu.get_config('tiny')
+  config.data_dir = str(data_dir)
+  config.num_train_steps = STEPS
+  config.input.pca_lighting = 0.1
+  return config
+
+
+def _steps(workdir):
+  directory = Path(workdir) / 'checkpoints'
+  return sorted(int(p.name) for p in directory.iterdir()
+                if p.name.isdigit()) if directory.exists() else []
+
+
+def test_evaluate_twice_equals_the_logged_evaluation(trained, data_dir):
+  config = _config(data_dir)
+  logged = {r['step']: r for r in read_metrics(trained) if 'eval_loss' in r}
+  assert sorted(logged) == [6, 12]
+  first = evaluate.evaluate_workdir(config, trained, 6)
+  again = evaluate.evaluate_workdir(config, trained, 6)
+  latest = evaluate.evaluate_workdir(config, trained)  # No --step: the latest.
+  assert first == again and latest['step'] == 12
+  for record in (first, latest):
+    row = logged[record['step']]
+    for key in ('eval_loss', 'eval_top1', 'eval_top5'):
+      assert record[key] == row[key], key  # To the last digit.
+  written = json.loads((trained / 'evaluate_step12.json').read_text())
+  assert written == latest and written['examples'] == 16
+
+
+def test_ten_patch_evaluation_averages_the_softmax(trained, data_dir):
+  """Against the network run unsharded on each patch, averaged in numpy."""
+  from flax import nnx
+  import jax
+  from alexnet_jax import input_pipeline
+  from alexnet_jax import step as step_lib
+  config = _config(data_dir)
+  restored = evaluate.restore(config, trained, 12)
+  metrics = evaluate.evaluate(config, restored, ten_crop=True)
+
+  net = step_lib.create_model(config)
+  nnx.update(net, jax.device_get(restored.params))
+  forward = nnx.jit(lambda net, images: net(images, train=False))
+  nll, top1, top5 = [], [], []
+  for batch in input_pipeline.eval_batches(config, ten_crop=True):
+    logits = np.stack([np.asarray(forward(net, batch['image'][:, p]))
+                       for p in range(10)])  # (10, B, classes)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = (probs / probs.sum(-1, keepdims=True)).mean(0)
+    for p, label, keep in zip(probs, batch['label'], batch['mask']):
+      if keep:
+        rank = np.sum(p > p[label])
+        nll.append(-np.log(p[label]))
+        top1.append(rank < 1)
+        top5.append(rank < 5)
+  np.testing.assert_allclose(metrics['eval_loss'], np.mean(nll), rtol=1e-5)
+  assert metrics['eval_top1'] == np.mean(top1)
+  assert metrics['eval_top5'] == np.mean(top5)
+  assert len(nll) == 16
+
+
+def test_evaluate_refuses_bad_inputs_before_loading(tmp_path, trained, data_dir):
+  config = _config(data_dir)
+  with pytest.raises(UserError, match=r'--step=5.*has steps [0-9, ]*12\.'):
+    evaluate.evaluate_workdir(config, trained, step=5)
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(UserError, match='holds no checkpoints'):
+    evaluate.evaluate_workdir(config, empty)
+  assert list(empty.iterdir()) == []  # Nothing created.
+  # The CLI: one paragraph, exit 2, nothing written.
+  before = sorted(p.name for p in trained.iterdir())
+  proc = run_cli(trained, '--config.input.stats_file=/no/such/stats.json',
+                 data_dir=data_dir, module='alexnet_jax.evaluate', check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  assert '/no/such/stats.json' in proc.stderr and 'data_stats' in proc.stderr
+  assert sorted(p.name for p in trained.iterdir()) == before
+
+
+def _images(folder):
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 256, (90, 120, 3), np.uint8)).save(
+      folder / 'a.jpg')
+  Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(
+      folder / 'b.png')
+  (folder / 'notes.jpg').write_text('not an image')
+  return [str(folder / n) for n in ('a.jpg', 'notes.jpg', 'b.png')]
+
+
+def test_predict_top5_names_and_a_bad_file(tmp_path, trained):
+  from alexnet_jax import shapes10
+  paths = _images(tmp_path / 'images')
+  results = predict.predict(trained, paths)
+  assert [r['path'] for r in results] == paths
+  assert 'not a readable' in results[1]['error']
+  for result in (results[0], results[2]):
+    guesses = result['top5']
+    assert len(guesses) == 5
+    assert len({g['label'] for g in guesses}) == 5
+    assert all(g['class'] == shapes10.CLASS_NAMES[g['label']] for g in guesses)
+    probabilities = [g['probability'] for g in guesses]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert 0 < sum(probabilities) <= 1 + 1e-6
+  text = predict.format_results(results).splitlines()
+  assert len(text) == 1 + 5 + 1 + 1 + 5
+  assert text[6] == f'{paths[1]}: {results[1]["error"]}; skipped.'
+  with pytest.raises(UserError, match='no/such.jpg'):
+    predict.predict(trained, [paths[0], str(tmp_path / 'no/such.jpg')])
+
+
+def test_kill_9_then_resume_with_colour_shift_equals_an_uninterrupted_run(
+    tmp_path, trained, data_dir):
+  """As test_robustness's kill test, with Sec. 4.1's colour shift on."""
+  ran = json.loads((trained / 'config.json').read_text())
+  assert ran['input']['pca_lighting'] == 0.1
+  victim = tmp_path / 'killed'
+  proc = start_cli(victim, *RUN, data_dir=data_dir)
+  deadline = time.time() + 240
+  while not _steps(victim):
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.time() < deadline, 'no checkpoint in time'
+    time.sleep(0.02)
+  proc.kill()  # SIGKILL: no handler runs, nothing is flushed.
+  proc.communicate()
+  assert proc.returncode == -signal.SIGKILL
+  killed_at = _steps(victim)[-1]
+  assert killed_at < STEPS and not (victim / 'summary.json').exists()
+
+  again = run_cli(victim, *RUN, data_dir=data_dir)
+  assert f'Resumed from the checkpoint at step {killed_at}' in again.stderr
+  reference = checkpoint.load_numpy(trained / 'checkpoints' / str(STEPS))
+  resumed = checkpoint.load_numpy(victim / 'checkpoints' / str(STEPS))
+  import jax
+  for tree in ('params', 'opt_state'):
+    leaves = jax.tree.leaves(reference[tree])
+    assert len(leaves) == len(jax.tree.leaves(resumed[tree])) > 0
+    for a, b in zip(leaves, jax.tree.leaves(resumed[tree])):
+      np.testing.assert_array_equal(a, b)  # Bit for bit.
