@@ -309,10 +309,11 @@ def provide_host_devices(config, num_processes: int = 1) -> None:
 
 
 def check(config, workdir: str | None = None,
-          processes: Processes = Processes(), fits: bool = True) -> None:
+          processes: Processes = Processes(), fits: bool = False) -> None:
   """Starts JAX (all processes, if several) and validates `config` against the
-  devices there are; raises UserError. With `fits`, also refuses a train step
-  that cannot fit the devices' memory (memory.py; estimated from shapes)."""
+  devices there are; raises UserError. With `fits` (commands that train),
+  also refuses a train step that cannot fit the devices' memory (memory.py,
+  estimated from shapes)."""
   provide_host_devices(config, processes.num_processes)
   import jax  # pylint: disable=import-outside-toplevel
   if processes.coordinator_address:

@@ -27,7 +27,7 @@ def main(argv):
   processes = _PROCESSES()
   if processes.num_processes > 1 and not cli.supervised():
     sys.exit(cli.supervise(processes))  # Names a lost peer, see cli.supervise.
-  cli.check(config, workdir=_WORKDIR.value, processes=processes)
+  cli.check(config, workdir=_WORKDIR.value, processes=processes, fits=True)
   from alexnet_jax import train  # Brings in TensorFlow: only for a good config.
   try:
     summary = train.train_and_evaluate(config, _WORKDIR.value)
