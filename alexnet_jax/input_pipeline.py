@@ -46,6 +46,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -566,7 +567,10 @@ class _FolderSource:
 
   def records(self, part, shuffle_seed, skip):
     split, start, stop = part
-    paths = np.asarray(self.folder.paths[split][start:stop])
+    # Bytes, as the file system has them: a name that is not UTF-8 (held in
+    # str as surrogate escapes) reaches tf.io.read_file unchanged.
+    paths = np.asarray([os.fsencode(p) for p in
+                        self.folder.paths[split][start:stop]], dtype=object)
     labels = np.asarray(self.folder.labels[split][start:stop], np.int64)
     # A full permutation of the file list: the paths are in memory.
     if shuffle_seed is not None:
@@ -783,7 +787,8 @@ def _undecodable(paths):
     return index, tf.shape(_decode(tf.io.read_file(path)))
 
   ds = tf.data.Dataset.from_tensor_slices(
-      (np.arange(len(paths)), np.asarray(paths)))
+      (np.arange(len(paths)), np.asarray([os.fsencode(p) for p in paths],
+                                         dtype=object)))
   ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   ds = ds.map(lambda index, _: index).batch(4096)
   good = np.zeros(len(paths), bool)
