@@ -29,6 +29,7 @@ A sweep file is Python (see `experiments/README.md`):
            'optimizer.learning_rate': [0.01, 0.02]}
     SEEDS = [0, 1]                              # config.seed of each repeat
     TARGET_TRAIN_ERROR = 0.25                   # optional: steps to reach it
+                                                # (train error, 3 log windows)
 
 Exit status: 0 every point completed, 1 some point failed, 2 a bad sweep file
 or workdir (one paragraph on stderr, before any point starts), 75 preempted.
@@ -74,7 +75,12 @@ _COLLECT_ONLY = flags.DEFINE_bool(
 # Names a sweep file may define; anything else in capitals is likely a typo.
 FIELDS = ('BASE', 'OVERRIDES', 'PRODUCT', 'ZIP', 'SEEDS', 'TARGET_TRAIN_ERROR')
 PREEMPTED_EXIT_CODE = 75  # As alexnet_jax.main: run the same command to resume.
+# main's exits after saving: SIGTERM (75) and Ctrl-C (130, 128 + SIGINT).
+SAVED_EXIT_CODES = (PREEMPTED_EXIT_CODE, 130)
 STDERR_TAIL_LINES = 12
+# TARGET_TRAIN_ERROR is judged on the training error of this many logging
+# windows together: one window of a small batch is too noisy to cross once.
+TARGET_WINDOWS = 3
 SPEC_FILE = 'sweep.json'
 RUN_FILE = 'sweep_run.json'  # In a point folder: how the runner's attempts ended.
 LOG_FILE = 'sweep.log'  # In a point folder: stdout and stderr of the attempts.
@@ -350,8 +356,6 @@ class _Runner:
     for point in self.sweep.points:
       if point not in todo:
         self._say(f'{point.name}: completed before, skipped.')
-    if len(todo) > 1 and self.parallel > 1:
-      prepare_datasets(self.sweep, todo)
     self.total = len(todo)
     with concurrent.futures.ThreadPoolExecutor(max(1, self.parallel)) as pool:
       list(pool.map(self._run_point, todo))
@@ -392,7 +396,7 @@ class _Runner:
         {'exit_status': process.returncode, 'seconds': round(seconds, 1)}]
     if process.returncode == 0 and is_completed(folder):
       record = {'status': 'completed', 'error': ''}
-    elif process.returncode == PREEMPTED_EXIT_CODE:
+    elif process.returncode in SAVED_EXIT_CODES:
       record = {'status': 'preempted', 'error': ''}
     else:
       record = {'status': 'failed', 'error': _tail(stderr)}
@@ -405,17 +409,6 @@ class _Runner:
               else '')
     self._say(f'[{self.done}/{self.total}] {point.name}: {record["status"]}'
               f' after {seconds:.0f} s{result}')
-
-
-def prepare_datasets(sweep: Sweep, points) -> None:
-  """Prepares the built-in dataset once, before points start together: TFDS
-  fails when two processes prepare the same dataset at the same time."""
-  configs = [point_config(sweep, p) for p in points]
-  configs = [c for c in configs if c.dataset == 'shapes10']
-  if configs:
-    from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-    for config in configs:
-      input_pipeline.dataset_info(config)
 
 
 def _tail(lines: list[str]) -> str:
@@ -482,19 +475,20 @@ def _read_metrics(path: Path) -> list[dict]:
 
 
 def _time_to_target(curves, target_error, config):
-  """First logged step whose training error (1 - train_top1, averaged over
-  the logging window) is at most the target, and the training seconds to it
-  (batch / images_per_sec summed over the windows: compile and evaluation
-  time left out)."""
+  """First logged step where the training error (1 - train_top1), averaged
+  over the last TARGET_WINDOWS logging windows, is at most the target; and
+  the training seconds to it (batch / images_per_sec summed over the windows:
+  compile and evaluation time left out)."""
   batch = config.get('batch_size')
-  seconds, previous = 0.0, 0
+  seconds, previous, recent = 0.0, 0, []
   for row in curves:
     if 'train_top1' not in row:
       continue
     if row.get('images_per_sec') and batch:
       seconds += (row['step'] - previous) * batch / row['images_per_sec']
     previous = row['step']
-    if 1 - row['train_top1'] <= target_error:
+    recent = (recent + [1 - row['train_top1']])[-TARGET_WINDOWS:]
+    if len(recent) == TARGET_WINDOWS and sum(recent) / len(recent) <= target_error:
       return row['step'], round(seconds, 1)
   return None, None
 
@@ -565,8 +559,8 @@ def markdown_table(sweep: Sweep, rows: list[dict]) -> str:
   header = ['point', 'runs', 'top-1 error %', 'top-5 error %', 'eval loss',
             'final train loss', 'steps', 'wall s']
   if sweep.target_train_error is not None:
-    header += [f'steps to {sweep.target_train_error:.0%} train error',
-               'train s to it']
+    header += [f'steps to {sweep.target_train_error:.0%} train error'
+               f' ({TARGET_WINDOWS} log windows)', 'train s to it']
   header.append('problems')
   lines = [f'Sweep `{sweep.path}`: base `{sweep.base}`'
            + (', ' + ', '.join(f'`{k}={_format_value(v)}`'

@@ -35,7 +35,7 @@ def write(path: Path, text: str) -> str:
   return str(path)
 
 
-def run_sweep(*args, timeout=300):
+def run_sweep(*args, timeout=900):  # A guard only: a loaded machine is slow.
   return subprocess.run([sys.executable, '-m', 'alexnet_jax.sweep', *args],
                         cwd=ROOT, env=cli_env(FAST_COMPILE),
                         capture_output=True, text=True,
@@ -144,7 +144,7 @@ def test_printed_commands_run_by_hand_collect_into_the_same_table(
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            text=True) for c in commands]
   for job, command in zip(jobs, commands):
-    _, stderr = job.communicate(timeout=300)
+    _, stderr = job.communicate(timeout=900)
     assert job.returncode == (2 if FAILING in command else 0), stderr[-3000:]
   proc = run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
                    '--collect_only')
