@@ -504,3 +504,17 @@ def test_data_stats_match_numpy(tmp_path):
   # Written and read back as a stats file.
   (tmp_path / 'stats.json').write_text(json.dumps(stats.to_json()))
   assert input_pipeline.load_stats(str(tmp_path / 'stats.json')) == stats
+
+
+def test_input_benchmark_times_the_training_pipeline(tmp_path):
+  from alexnet_jax import input_benchmark
+  input_benchmark.write_jpegs(tmp_path, count=24, distinct=3, width=100,
+                              height=75)
+  assert len(list((tmp_path / 'train').glob('*/*.jpg'))) == 24
+  assert (tmp_path / 'train' / 'c00' / '000008.jpg').stat().st_ino == (
+      tmp_path / 'distinct' / '00002.jpg').stat().st_ino  # Linked, not copied.
+  config = _config(tmp_path, dataset='image_folder', eval_split='validation')
+  result = input_benchmark.measure(config, warmup=1, batches=2)
+  assert result['images'] == 16 and result['batch_shape'] == [8, 67, 67, 3]
+  assert result['images_per_sec'] > 0 and result['images_per_cpu_sec'] > 0
+  assert input_benchmark.measure_decode_only(tmp_path, 8, 1, 2) > 0
