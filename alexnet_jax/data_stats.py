@@ -22,13 +22,6 @@ import numpy as np
 from alexnet_jax import cli
 from alexnet_jax.errors import UserError
 
-_OUT = flags.DEFINE_string(
-    'out', None, 'Where to write the JSON; default DATASET_stats.json in the'
-    ' current directory.')
-_MAX_IMAGES = flags.DEFINE_integer(
-    'max_images', 0, 'Read only the first N training images (0: all of them).')
-_CONFIG = cli.define_config_flag()
-
 _GREY = 128.0  # Sums are taken around it: smaller terms, less cancellation.
 
 
@@ -74,6 +67,18 @@ def statistics(sums: dict[str, np.ndarray]):
   return stats, covariance_01
 
 
+def _define_flags():
+  """Defined only when this module runs; the tests import its functions."""
+  return (
+      flags.DEFINE_string(
+          'out', None, 'Where to write the JSON; default DATASET_stats.json'
+          ' in the current directory.'),
+      flags.DEFINE_integer(
+          'max_images', 0, 'Read only the first N training images (0: all).'),
+      cli.define_config_flag(),
+  )
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -108,4 +113,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _OUT, _MAX_IMAGES, _CONFIG = _define_flags()
   cli.run(main, _CONFIG)

@@ -28,16 +28,6 @@ import numpy as np
 from alexnet_jax import cli
 from alexnet_jax.errors import UserError
 
-_IMAGES = flags.DEFINE_integer('images', 2048, 'Files in the training folder.')
-_DISTINCT = flags.DEFINE_integer(
-    'distinct', 256, 'Distinct pictures among them (the rest are hard links,'
-    ' so that several epochs need not be written).')
-_WIDTH = flags.DEFINE_integer('width', 500, 'Width of each JPEG.')
-_HEIGHT = flags.DEFINE_integer('height', 375, 'Height of each JPEG.')
-_WARMUP = flags.DEFINE_integer('warmup', 5, 'Batches before the clock starts.')
-_BATCHES = flags.DEFINE_integer('batches', 30, 'Batches timed.')
-_CONFIG = cli.define_config_flag()
-
 _CLASSES = 8
 
 
@@ -120,6 +110,21 @@ def measure_decode_only(root: Path, batch_size: int, warmup: int,
   return batches * batch_size / (_cpu_seconds() - cpu)
 
 
+def _define_flags():
+  """Defined only when this module runs; the tests import its functions."""
+  return (
+      flags.DEFINE_integer('images', 2048, 'Files in the training folder.'),
+      flags.DEFINE_integer(
+          'distinct', 256, 'Distinct pictures among them (the rest are hard'
+          ' links, so that several epochs need not be written).'),
+      flags.DEFINE_integer('width', 500, 'Width of each JPEG.'),
+      flags.DEFINE_integer('height', 375, 'Height of each JPEG.'),
+      flags.DEFINE_integer('warmup', 5, 'Batches before the clock starts.'),
+      flags.DEFINE_integer('batches', 30, 'Batches timed.'),
+      cli.define_config_flag(),
+  )
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -157,4 +162,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  (_IMAGES, _DISTINCT, _WIDTH, _HEIGHT, _WARMUP, _BATCHES,
+   _CONFIG) = _define_flags()
   cli.run(main, _CONFIG)
