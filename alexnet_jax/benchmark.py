@@ -252,6 +252,12 @@ def _conv_bwd(stride, padding, residuals, g):
       x, (kh, kw), (stride, stride), [(padding, padding)] * 2,
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))  # (B, H, W, C*kh*kw), C major.
   grad = patches.reshape(-1, c * kh * kw).T @ g.reshape(-1, o)
+  # Under shard_map the batch varies over mesh axes the kernel does not:
+  # its gradient is the sum over them (what JAX's own transpose inserts).
+  vma = lambda x: set(getattr(jax.typeof(x), 'vma', ()))  # Outside shard_map: none.
+  over = tuple(sorted(vma(grad) - vma(kernel)))
+  if over:
+    grad = jax.lax.psum(grad, over)
   return input_grad(g)[0], grad.reshape(c, kh, kw, o).transpose(1, 2, 0, 3)
 
 
