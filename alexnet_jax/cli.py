@@ -272,6 +272,8 @@ def _lost_process(log: str, processes: Processes) -> str | None:
   if match := re.search(r'stopped sending heartbeats\):\s*([\d,\s]+?)\s*\n',
                         log):
     return f'process {match.group(1).strip()}'
+  if match := re.search(r'Some timed out task names:\s*(\d+)', log):
+    return f'process {match.group(1)} (it never reached the barrier)'
   if re.search(r'coordination service|leader task', log):
     return 'process 0 (the coordinator)'
   if 'Connection reset by peer' in log or 'Connection refused' in log:

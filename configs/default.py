@@ -103,11 +103,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.allow_config_change = False
   # Several processes (jax.distributed), in seconds: how long to wait for
   # every process to join, after how long a silent process counts as lost,
-  # and how long processes wait for each other at exit.
+  # and how long processes wait for each other at exit (generous: a slow
+  # process finishing its last evaluation is not a lost one).
   config.distributed = ml_collections.ConfigDict()
   config.distributed.initialization_timeout = 120
   config.distributed.heartbeat_timeout = 20
-  config.distributed.shutdown_timeout = 30
+  config.distributed.shutdown_timeout = 300
 
   if arg:
     for flag in arg.split(','):
