@@ -37,10 +37,8 @@ the ratios there measure overheads, not what two accelerators would give.
 `--markdown_from=FILE` prints a saved `--json` report as the README's table.
 """
 
-import contextlib
 import dataclasses
 import datetime
-import functools
 import json
 import os
 import platform
@@ -182,7 +180,6 @@ class Placement:
   compile_seconds: float = 0.0
   compiled_flops_per_device: float | None = None
   compiled_peak_bytes: int | None = None
-  kernel_grad_matmul: bool = False  # Compiled under `kernel_grad_as_matmul`.
   seconds: list[float] = dataclasses.field(default_factory=list)
 
 
@@ -220,84 +217,6 @@ def placements(config, *, strategies: list[str], num_devices: int,
           f' checks reject: {e}') from None
     out.append(Placement(name, p))
   return out
-
-
-# --- An experiment: convolution kernel gradients as one matrix product ---------
-
-KERNEL_GRAD_MATMUL = 'kgrad_mm'
-
-
-def _xla_conv(x, kernel, stride, padding):
-  return jax.lax.conv_general_dilated(
-      x, kernel, (stride, stride), [(padding, padding)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-
-def _vma(x) -> tuple[str, ...]:
-  """The mesh axes `x` varies over inside shard_map (none outside)."""
-  return tuple(sorted(getattr(jax.typeof(x), 'vma', ())))
-
-
-def _conv(x, kernel, stride, padding):
-  # Under shard_map the batch varies over mesh axes the kernel does not: its
-  # gradient is the sum over them (what JAX's own transpose inserts).
-  over = tuple(sorted(set(_vma(x)) - set(_vma(kernel))))
-  return _conv_mm(x, kernel, stride, padding, over)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_mm(x, kernel, stride, padding, over):
-  del over
-  return _xla_conv(x, kernel, stride, padding)
-
-
-def _conv_fwd(x, kernel, stride, padding, over):
-  del over
-  return _xla_conv(x, kernel, stride, padding), (x, kernel)
-
-
-def _conv_bwd(stride, padding, over, residuals, g):
-  x, kernel = residuals
-  kh, kw, c, o = kernel.shape
-  # The input gradient as XLA derives it (not through this rule again).
-  _, input_grad = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)
-  # dL/dk = patches(x)^T @ dL/dy: one (C*kh*kw, B*H*W) x (B*H*W, O) product.
-  patches = jax.lax.conv_general_dilated_patches(
-      x, (kh, kw), (stride, stride), [(padding, padding)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))  # (B, H, W, C*kh*kw), C major.
-  grad = patches.reshape(-1, c * kh * kw).T @ g.reshape(-1, o)
-  if over:
-    grad = jax.lax.psum(grad, over)
-  return input_grad(g)[0], grad.reshape(c, kh, kw, o).transpose(1, 2, 0, 3)
-
-
-_conv_mm.defvjp(_conv_fwd, _conv_bwd)
-
-
-@contextlib.contextmanager
-def kernel_grad_as_matmul(enabled: bool = True):
-  """While tracing: every convolution's kernel gradient as patches^T @ dL/dy.
-
-  An opt-in experiment (--kernel_grad=matmul|both), not the model's code:
-  on the XLA CPU backend profiled here, conv2's kernel gradient (a
-  convolution with a 27x27 window) took 38% of the one-device step. The
-  forward pass and the input gradient stay as XLA lowers them.
-  """
-  if not enabled:
-    yield
-    return
-  original = model_lib._layer_op  # pylint: disable=protected-access
-
-  def layer_op(layer, x, kernel, bias):
-    if layer.dense:
-      return original(layer, x, kernel, bias)
-    return _conv(x, kernel, layer.stride, layer.padding) + bias
-
-  model_lib._layer_op = layer_op  # pylint: disable=protected-access
-  try:
-    yield
-  finally:
-    model_lib._layer_op = original  # pylint: disable=protected-access
 
 
 def synthetic_batch(config) -> dict[str, np.ndarray]:
@@ -412,7 +331,6 @@ class Options:
   peak: str = 'auto'
   peak_matmul_size: int = 0  # 0: 8192 on accelerators, 2048 on CPU.
   trace_dir: str = ''  # Where to write a jax.profiler trace of one step each.
-  kernel_grad: str = 'xla'  # 'xla' | 'matmul' | 'both': see kernel_grad_as_matmul.
 
 
 def check_options(config, options: Options, num_devices: int) -> None:
@@ -424,9 +342,6 @@ def check_options(config, options: Options, num_devices: int) -> None:
   if options.input not in INPUTS:
     raise UserError(f'--input must be one of {", ".join(INPUTS)}, got'
                     f' {options.input!r}.')
-  if options.kernel_grad not in ('xla', 'matmul', 'both'):
-    raise UserError(f'--kernel_grad must be xla, matmul or both, got'
-                    f' {options.kernel_grad!r}.')
   if options.peak not in PEAK_MODES:
     raise UserError(f'--peak must be one of {", ".join(PEAK_MODES)}, got'
                     f' {options.peak!r}.')
@@ -508,12 +423,6 @@ def _measure_setting(config, options, graphdef, host_state, *, batch_size,
                      dtype, peak, num_devices, say) -> list[dict]:
   runs = placements(config, strategies=list(options.strategies),
                     num_devices=num_devices, batch_size=batch_size, dtype=dtype)
-  if options.kernel_grad != 'xla':
-    # The baseline only: under shard_map (the strategies) the custom
-    # gradient's mesh-axis types are not handled yet.
-    variant = dataclasses.replace(runs[0], name=f'{BASELINE}+{KERNEL_GRAD_MATMUL}',
-                                  kernel_grad_matmul=True)
-    runs = runs + [variant] if options.kernel_grad == 'both' else [runs[0], variant]
   setting = f'batch {batch_size}, {dtype}'
   batches = None
   if options.input == 'real':
@@ -522,8 +431,7 @@ def _measure_setting(config, options, graphdef, host_state, *, batch_size,
     batches = input_pipeline.train_batches(runs[0].config)
   for p in runs:
     say(f'{setting}, {p.name}: placing the state and compiling...')
-    with kernel_grad_as_matmul(p.kernel_grad_matmul):
-      prepare(p, graphdef, host_state, synthetic_batch(p.config))
+    prepare(p, graphdef, host_state, synthetic_batch(p.config))
     say(f'{setting}, {p.name}: compiled in {p.compile_seconds:.1f} s;'
         f' {options.warmup} warm-up step(s).')
     if options.warmup:
@@ -566,7 +474,6 @@ def _rows(runs, options, *, batch_size, dtype, peak) -> list[dict]:
     rows.append({
         'name': p.name,
         'strategy': p.config.strategy,
-        'kernel_grad': 'matmul' if p.kernel_grad_matmul else 'xla',
         'mesh': dict(p.mesh.shape),
         'devices': [d.id for d in devices],
         'batch_size': batch_size,
@@ -793,8 +700,7 @@ def main(argv):
       dtypes=_csv(_DTYPES.value) or (config.dtype,),
       steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
       input=_INPUT.value, peak=_PEAK.value,
-      peak_matmul_size=_PEAK_MATMUL_SIZE.value, trace_dir=_TRACE_DIR.value,
-      kernel_grad=_KERNEL_GRAD.value)
+      peak_matmul_size=_PEAK_MATMUL_SIZE.value, trace_dir=_TRACE_DIR.value)
   provide_host_devices(config, options.strategies, _NUM_DEVICES.value)
   num_devices = _NUM_DEVICES.value or jax.device_count()
   if num_devices > jax.device_count():
@@ -849,11 +755,6 @@ if __name__ == '__main__':
       'trace_dir', '', 'After timing, trace one more step of each placement'
       ' with jax.profiler into DIR/b{batch}-{dtype}-{placement}'
       ' (benchmarks/profile_summary.py reads them).')
-  _KERNEL_GRAD = flags.DEFINE_string(
-      'kernel_grad', 'xla', 'Experiment: xla (as the model is), matmul (adds'
-      f' a row {BASELINE}+{KERNEL_GRAD_MATMUL}: the one-device step with every'
-      ' convolution\'s kernel gradient as one matrix product; the strategies'
-      ' left out) or both (the strategies kept).')
   _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per repeat.')
   _WARMUP = flags.DEFINE_integer(
       'warmup', 2, 'Untimed steps per placement after compiling.')

@@ -307,17 +307,14 @@ def test_accelerator_script_plans_the_pinned_installs_and_the_full_table(
 
 @pytest.mark.parametrize('stride, padding', [(4, 0), (1, 2)])
 def test_kernel_gradient_as_one_matmul_equals_xlas(stride, padding):
-  """The --kernel_grad=matmul experiment computes the same gradients."""
+  """benchmarks/kernel_grad_probe's rule computes the same gradients."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from benchmarks import kernel_grad_probe as probe  # pylint: disable=import-outside-toplevel
   x = jax.random.normal(jax.random.key(0), (2, 19, 19, 3))
   k = jax.random.normal(jax.random.key(1), (5, 5, 3, 4))
-  xla = lambda x, k: jax.lax.conv_general_dilated(
-      x, k, (stride, stride), [(padding, padding)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  mm = lambda x, k: benchmark._conv(x, k, stride, padding)  # pylint: disable=protected-access
-  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
-  want = jax.grad(loss(xla), argnums=(0, 1))(x, k)
-  got = jax.grad(loss(mm), argnums=(0, 1))(x, k)
+  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k, stride, padding)))
+  want = jax.grad(loss(probe.xla_conv), argnums=(0, 1))(x, k)
+  got = jax.grad(loss(probe.conv_kernel_grad_as_matmul), argnums=(0, 1))(x, k)
   for w, g in zip(want, got):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
