@@ -5,7 +5,16 @@ dropout roughly doubles the iterations needed to converge.
 
     python -m alexnet_jax.sweep --sweep=experiments/dropout.py --workdir=/work/sweeps/dropout --parallel=2
 
-Result: see experiments/results/dropout/ (filled in when measured).
+Measured 2026-11-26 on the shared 2-core AMD EPYC CPU (load average 12-17):
+6 min wall for the 4 points, 150 steps of 32 images each (4,800 images of the
+10,000-image `small` split), cifar_two_tower at width 0.5, He initialisation.
+Test error on 2,000 test images, mean ± std over seeds 0, 1: dropout 0.5
+73.5 ± 2.7%, no dropout 67.4 ± 0.5% (the dropout points equal, to the last
+digit, the two-tower points of towers.py: the same config and seeds). Half
+an epoch is long before any overfitting, so dropout only slows learning here,
+as the paper's "roughly doubles the number of iterations" leads one to expect;
+its benefit is not reachable at this length.
+Table and curves: experiments/results/dropout/.
 """
 
 BASE = 'configs/cifar10.py:cifar_two_tower,small'
