@@ -466,8 +466,6 @@ def test_ctrl_c_asks_for_a_save_and_a_second_one_stops_at_once(monkeypatch):
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-@pytest.mark.xfail(strict=False, reason='input_pipeline.py (issue 9) passes'
-                   ' paths to tf.data as str; the fix is os.fsencode(path)')
 def test_a_file_name_that_is_not_utf8_is_read(tmp_path, image_folder):
   import os
   from configs import default
