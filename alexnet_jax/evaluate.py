@@ -139,11 +139,7 @@ def _evaluate_ten_crop(config, restored: Restored) -> dict:
         {'label': batch['label'], 'mask': batch['mask']}, restored.mesh, config)
     out = sums(log_probs, rest['label'], rest['mask'])
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-  totals = jax.device_get(totals)
-  examples = max(float(totals['count']), 1.0)
-  return {'eval_loss': float(totals['loss']) / examples,
-          'eval_top1': float(totals['top1']) / examples,
-          'eval_top5': float(totals['top5']) / examples}
+  return step_lib.eval_means(totals)
 
 
 def result_path(workdir: Path, step: int, ten_crop: bool) -> Path:

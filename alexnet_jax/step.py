@@ -235,6 +235,13 @@ def make_eval_step(config, graphdef):
   return jax.jit(eval_step)
 
 
+def eval_means(totals: dict) -> dict[str, float]:
+  """Summed eval_step outputs (over all batches) -> per-example means."""
+  totals = jax.device_get(totals)
+  count = max(float(totals['count']), 1.0)
+  return {f'eval_{k}': float(totals[k]) / count for k in ('loss', 'top1', 'top5')}
+
+
 def eval_logits(config, graphdef):
   """Jitted `(params, images) -> float32 logits`, dropout off (predict, ten-crop)."""
   rules = parallel.rules(config)

@@ -62,11 +62,7 @@ def evaluate(config, eval_step, params, mesh) -> dict[str, float]:
       config, process_index=index, process_count=count):
     out = eval_step(params, step_lib.device_batch(batch, mesh, config))
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-  totals = jax.device_get(totals)
-  count = max(float(totals['count']), 1.0)
-  return {'eval_loss': float(totals['loss']) / count,
-          'eval_top1': float(totals['top1']) / count,
-          'eval_top5': float(totals['top5']) / count}
+  return step_lib.eval_means(totals)
 
 
 def every(n: int, last: int):
