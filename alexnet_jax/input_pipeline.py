@@ -42,7 +42,9 @@ one tf.data map, in the image's own (cached) memory; there is no Python per
 image.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import math
@@ -611,15 +613,38 @@ def _hide_accelerators_from_tf():
 
 def _shapes10_builder(config):
   size = outer_size(config)  # Drawn at the size crops are taken from.
-  builder = shapes10.Shapes10(
+  make = lambda: shapes10.Shapes10(
       config=shapes10.builder_config(
           size, config.input.shapes_train_examples,
           config.input.shapes_eval_examples, SHAPES10_SEED),
       data_dir=config.data_dir or None)
+  builder = make()
   if not builder.is_prepared():
-    logging.info('Preparing shapes10 in %s.', builder.data_dir)
-    builder.download_and_prepare()
+    # Every command (train, evaluate, data_stats, ...) prepares here, so two
+    # runs, or the processes of one run, on a fresh data_dir take turns: the
+    # first prepares, the others wait, then read its files.
+    with _prepare_lock(Path(config.data_dir or tfds.core.constants.DATA_DIR)):
+      builder = make()  # Sees what another process prepared meanwhile.
+      if not builder.is_prepared():
+        logging.info('Preparing shapes10 in %s.', builder.data_dir)
+        builder.download_and_prepare()
   return builder
+
+
+@contextlib.contextmanager
+def _prepare_lock(data_dir: Path):
+  """Holds DATA_DIR/.prepare.lock (`flock`, waiting for it).
+
+  The kernel releases it when its holder dies, so it is never stale.
+  """
+  data_dir.mkdir(parents=True, exist_ok=True)
+  fd = os.open(data_dir / '.prepare.lock',
+               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)  # Blocks until the other has finished.
+    yield
+  finally:
+    os.close(fd)
 
 
 def _prepared_tfds_builder(config):

@@ -1,8 +1,16 @@
-"""Scalars out: `metrics.jsonl` (one JSON object per line) and TensorBoard events."""
+"""Scalars out: `metrics.jsonl` (one JSON object per line) and TensorBoard events.
+
+A resumed run re-runs the steps after its checkpoint, so `truncate` first
+drops what both outputs hold past the restored step: each tells one history.
+"""
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
+
+from alexnet_jax import workdir as workdir_lib
 
 
 class MetricWriter:
@@ -16,8 +24,9 @@ class MetricWriter:
     tf.config.set_visible_devices([], 'GPU')
     self._tf = tf
     workdir = Path(workdir)
-    self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
-    self._tb = tf.summary.create_file_writer(str(workdir / 'tensorboard'))
+    self._jsonl = open(workdir / workdir_lib.METRICS, 'a', encoding='utf-8')
+    self._tb = tf.summary.create_file_writer(
+        str(workdir / workdir_lib.TENSORBOARD))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
@@ -37,3 +46,85 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def truncate(workdir: str | Path, step: int) -> int:
+  """Drops metrics.jsonl rows and TensorBoard events past `step`.
+
+  Rows and events up to the restored step were written before its
+  checkpoint; those after it belong to steps about to be run again. A line
+  or event record cut by a kill goes too. Returns the number dropped.
+  """
+  workdir = Path(workdir)
+  dropped = _truncate_jsonl(workdir / workdir_lib.METRICS, step)
+  for path in sorted((workdir / workdir_lib.TENSORBOARD).glob('*tfevents*')):
+    dropped += _truncate_events(path, step)
+  return dropped
+
+
+def _truncate_jsonl(path: Path, step: int) -> int:
+  if not path.exists():
+    return 0
+  kept, dropped = [], 0
+  for line in path.read_text(encoding='utf-8').splitlines():
+    try:
+      row_step = json.loads(line)['step']
+    except (ValueError, KeyError, TypeError):
+      dropped += 1
+      continue
+    if row_step <= step:
+      kept.append(line)
+    else:
+      dropped += 1
+  if dropped:
+    _replace(path, lambda tmp: tmp.write_text(
+        ''.join(l + '\n' for l in kept), encoding='utf-8'))
+    logging.info('Dropped %d rows past step %d from %s.', dropped, step, path)
+  return dropped
+
+
+# A TFRecord's bytes besides its data: length (8) and two CRCs (4 each).
+_FRAMING = 16
+
+
+def _truncate_events(path: Path, step: int) -> int:
+  """Rewrites one event file without the events past `step`.
+
+  TensorBoard would otherwise show both histories: it purges "orphaned"
+  events only at a `SessionLog.START` (which TF2's summary writer never
+  writes), and its fast loader (the Rust data server) not at all. The kept
+  records are copied byte for byte.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.util import event_pb2  # pylint: disable=import-outside-toplevel
+  kept, dropped, length = [], 0, 0
+  try:
+    for record in tf.data.TFRecordDataset(str(path)):
+      record = record.numpy()
+      length += _FRAMING + len(record)
+      if event_pb2.Event.FromString(record).step <= step:
+        kept.append(record)
+      else:
+        dropped += 1
+  except tf.errors.DataLossError:  # A record cut by a kill: the file's end.
+    length = -1
+  if length != path.stat().st_size:  # Cut short inside a record's header.
+    dropped += 1
+  if dropped:
+    def write(tmp):
+      with tf.io.TFRecordWriter(str(tmp)) as out:
+        for record in kept:
+          out.write(record)
+    _replace(path, write)
+    logging.info('Dropped %d events past step %d from %s.', dropped, step, path)
+  return dropped
+
+
+def _replace(path: Path, write) -> None:
+  """`write(tmp)`, then renames tmp over `path` (a kill leaves either whole).
+
+  The temporary name has no 'tfevents' in it, so TensorBoard never reads it.
+  """
+  tmp = path.with_name(f'.{os.getpid()}.truncating')
+  write(tmp)
+  os.replace(tmp, path)

@@ -20,7 +20,6 @@ import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 import tqdm
 
 from alexnet_jax import checkpoint
@@ -162,18 +161,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     return _train_and_evaluate(config, workdir)
 
 
-def _dataset_info(config) -> input_pipeline.DatasetInfo:
-  """The dataset's sizes; the built-in one is prepared by one run at a time."""
-  if config.dataset != 'shapes10':
-    return input_pipeline.dataset_info(config)
-  with workdir_lib.preparing(Path(config.data_dir or tfds.core.constants.DATA_DIR)):
-    return input_pipeline.dataset_info(config)
-
-
 def _train_and_evaluate(config, workdir: Path) -> dict[str, Any]:
   start_time = time.time()
   mesh = parallel.make_mesh(config)
-  info = _dataset_info(config)
+  info = input_pipeline.dataset_info(config)
   if info.num_classes != config.model.num_classes:
     raise UserError(
         f'The dataset {config.dataset!r} has {info.num_classes} classes but'
@@ -204,7 +195,7 @@ def _train_and_evaluate(config, workdir: Path) -> dict[str, Any]:
   if is_chief:
     workdir_lib.record_start(workdir, config, start_step=start_step,
                              processes=jax.process_count())
-    workdir_lib.truncate_metrics(workdir, start_step)  # One history.
+    metric_writer.truncate(workdir, start_step)  # One history.
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
   train_step = step_lib.make_train_step(config, graphdef, lr_fn, shardings)

@@ -27,12 +27,10 @@ override `--config.allow_config_change=True`, which records the change and
 goes on.
 """
 
-import contextlib
 import dataclasses
 import errno
 import fcntl
 import json
-import logging
 import os
 from pathlib import Path
 import socket
@@ -47,7 +45,8 @@ HISTORY = 'config_history.jsonl'
 METRICS = 'metrics.jsonl'
 SUMMARY = 'summary.json'
 FILES = (CONFIG, HISTORY, METRICS, SUMMARY)
-FOLDERS = ('checkpoints', 'tensorboard')
+TENSORBOARD = 'tensorboard'
+FOLDERS = ('checkpoints', TENSORBOARD)
 
 # Orbax globs over the full checkpoint path when it merges a step's files, so
 # a folder named `lr[1]` silently loses every checkpoint (tested).
@@ -187,23 +186,6 @@ def lock(workdir: Path) -> Lock:
   return Lock(path, fd)
 
 
-@contextlib.contextmanager
-def preparing(data_dir: Path):
-  """Holds DATA_DIR/.prepare.lock (waiting for it) while a dataset is prepared.
-
-  Two runs, or the processes of one run, starting on a fresh data_dir would
-  otherwise build the same files at once and fail on each other's halves.
-  """
-  data_dir.mkdir(parents=True, exist_ok=True)
-  fd = os.open(data_dir / '.prepare.lock', os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-               0o644)
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX)  # Blocks until the other has finished.
-    yield
-  finally:
-    os.close(fd)
-
-
 def _read_holder(fd: int) -> str:
   try:
     holder = json.loads(os.pread(fd, 4096, 0).decode())
@@ -298,33 +280,6 @@ def record_start(workdir: Path, config, *, start_step: int,
            'config': json.loads(text)}
   with open(workdir / HISTORY, 'a', encoding='utf-8') as f:
     f.write(json.dumps(entry) + '\n')
-
-
-def truncate_metrics(workdir: Path, step: int) -> int:
-  """Drops metrics.jsonl rows past `step` (and a line cut by a kill).
-
-  Rows up to the restored step were written before its checkpoint, the
-  rows after it belong to steps that are about to be run again. Returns the
-  number of rows dropped.
-  """
-  path = workdir / METRICS
-  if not path.exists():
-    return 0
-  kept, dropped = [], 0
-  for line in path.read_text(encoding='utf-8').splitlines():
-    try:
-      row_step = json.loads(line)['step']
-    except (ValueError, KeyError, TypeError):
-      dropped += 1
-      continue
-    if row_step <= step:
-      kept.append(line)
-    else:
-      dropped += 1
-  if dropped:
-    _write_atomically(path, ''.join(l + '\n' for l in kept))
-    logging.info('Dropped %d rows past step %d from %s.', dropped, step, path)
-  return dropped
 
 
 def _write_atomically(path: Path, text: str) -> None:

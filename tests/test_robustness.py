@@ -94,6 +94,10 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
   assert rows(victim) == rows(tmp_path / 'reference')
   assert [r['step'] for r in rows(victim) if 'train_loss' in r] == list(
       range(5, 41, 5))
+  # So does TensorBoard: the killed run's events past the checkpoint are gone.
+  scalars = lambda w: {k: v for k, v in tensorboard_scalars(w).items()
+                       if k not in timing}
+  assert scalars(victim) == scalars(tmp_path / 'reference')
   history = (victim / 'config_history.jsonl').read_text().splitlines()
   assert [json.loads(h)['start_step'] for h in history] == [0, killed_at]
 
@@ -360,14 +364,68 @@ def test_resume_refuses_changes_of_meaning_and_allows_the_rest(tmp_path):
   assert history[1]['config']['optimizer']['schedule'] == 'cosine'
 
 
-def test_metrics_rows_past_the_restored_step_are_dropped(tmp_path):
-  from alexnet_jax import workdir
-  rows = [{'step': s, 'train_loss': 1.0} for s in (1, 2, 3, 4, 3, 4)]
-  text = ''.join(json.dumps(r) + '\n' for r in rows) + '{"step": 5, "tr'
-  (tmp_path / 'metrics.jsonl').write_text(text)
-  assert workdir.truncate_metrics(tmp_path, 2) == 5  # Incl. the cut line.
-  assert read_metrics(tmp_path) == rows[:2]
-  assert workdir.truncate_metrics(tmp_path, 2) == 0
+def tensorboard_scalars(workdir) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} as TensorBoard itself reads WORKDIR/tensorboard."""
+  import tensorflow as tf
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(
+      str(Path(workdir) / 'tensorboard'), size_guidance={'tensors': 0})
+  events.Reload()
+  return {tag: sorted((e.step, float(tf.make_ndarray(e.tensor_proto)))
+                      for e in events.Tensors(tag))
+          for tag in events.Tags()['tensors']}
+
+
+def test_rows_and_events_past_the_restored_step_are_dropped(tmp_path):
+  from alexnet_jax import metric_writer
+  killed = metric_writer.MetricWriter(tmp_path)
+  for step in range(1, 7):
+    killed.write(step, {'train_loss': float(step)})
+  killed.close()
+  # What a kill in the middle of a write leaves: a cut line, a cut record.
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 7, "tr')
+  events, = (tmp_path / 'tensorboard').glob('*tfevents*')
+  with open(events, 'ab') as f:
+    f.write(b'\x20\x00\x00')
+  # Rows 4-6 and the cut line; events 4-6 and the cut record.
+  assert metric_writer.truncate(tmp_path, 3) == 4 + 4
+
+  resumed = metric_writer.MetricWriter(tmp_path)  # Steps 4 and 5 again.
+  for step in (4, 5):
+    resumed.write(step, {'train_loss': 10.0 * step})
+  resumed.close()
+  one_history = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0)]
+  assert tensorboard_scalars(tmp_path) == {'train_loss': one_history}
+  assert [(r['step'], r['train_loss']) for r in read_metrics(tmp_path)] == (
+      one_history)
+  assert metric_writer.truncate(tmp_path, 5) == 0
+
+
+def test_two_preparing_the_built_in_dataset_at_once_take_turns(tmp_path):
+  """Two runs, or two processes of one, on a fresh data_dir (threads here:
+  flock sets two opens of the lock file against each other in one process
+  too). Unlocked, one fails with FileExistsError from TFDS."""
+  import threading
+  from configs import default
+  from alexnet_jax import input_pipeline
+  config = default.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  start, results = threading.Barrier(2), []
+
+  def prepare():
+    start.wait()
+    try:
+      results.append(input_pipeline.dataset_info(config))
+    except Exception as e:  # pylint: disable=broad-except
+      results.append(e)
+
+  threads = [threading.Thread(target=prepare) for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert results == [input_pipeline.DatasetInfo(10, 64, 16)] * 2
 
 
 # Config files that fail, and a missing --config: the file and the reason.
