@@ -23,7 +23,6 @@ from absl import logging as absl_logging
 import ml_collections
 from ml_collections import config_flags
 
-from alexnet_jax import validation
 from alexnet_jax.errors import UserError
 
 USER_ERROR_EXIT_CODE = 2
@@ -64,6 +63,7 @@ def run(main, config_flag) -> None:
     try:
       return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+      from alexnet_jax import validation  # pylint: disable=import-outside-toplevel
       fail(validation.explain_flag_error(str(e), argv, _load_config(argv)))
 
   def guarded(argv):
@@ -204,6 +204,9 @@ def define_process_flags():
 # Exit status of a process whose peer was lost (EX_UNAVAILABLE): the run
 # stopped; the same command on every host resumes from the last checkpoint.
 LOST_PEER_EXIT_CODE = 69
+# Exit status when not every process joined within
+# distributed.initialization_timeout (EX_NOHOST): nothing was trained.
+NOT_JOINED_EXIT_CODE = 68
 _SUPERVISED = 'ALEXNET_JAX_SUPERVISED'
 # What the child's stderr says once it is failing: kept back, not echoed.
 _FAILING = re.compile(r'^(Traceback \(most recent call last\)|F\d{4} |\*\*\* |'
@@ -215,14 +218,16 @@ def supervised() -> bool:
   return bool(os.environ.get(_SUPERVISED))
 
 
-def supervise(processes: Processes) -> int:
+def supervise(processes: Processes, initialization_timeout: int) -> int:
   """Runs this command again as a child process; returns its exit status.
 
-  When a peer process dies, jax.distributed aborts the survivors from native
-  code (SIGABRT, a C++ stack dump), which no Python handler can catch. This
-  thin parent reads the child's exit status and turns that abort into one
-  paragraph naming the lost process and exit status LOST_PEER_EXIT_CODE.
-  SIGTERM is passed on to the child; the child dies with the parent.
+  When a peer process dies, or never joins within `initialization_timeout`
+  seconds, jax.distributed aborts the others from native code (SIGABRT, a
+  C++ stack dump), which no Python handler can catch. This thin parent reads
+  the child's exit status and turns that abort into one paragraph naming the
+  missing process: exit status LOST_PEER_EXIT_CODE for a peer lost during the
+  run, NOT_JOINED_EXIT_CODE for one that never joined. SIGTERM is passed on
+  to the child; the child dies with the parent.
   """
   child = subprocess.Popen(
       [sys.executable, *sys.orig_argv[1:]], stderr=subprocess.PIPE,
@@ -247,22 +252,61 @@ def supervise(processes: Processes) -> int:
   kept_back.append(pending.decode(errors='replace'))
   status = child.wait()
   log = ''.join(kept_back)
+  me = f'process {processes.process_id} of {processes.num_processes}'
+  if status not in (0, USER_ERROR_EXIT_CODE, 75) and _never_joined(log):
+    print(_wrap(
+        f'error: {me} waited {initialization_timeout} s'
+        f' (distributed.initialization_timeout) for {_others(processes)} to'
+        f' join the run at {processes.coordinator_address}, in vain: it was'
+        ' not started, was started with another --coordinator_address or'
+        ' --num_processes, or cannot reach that address. Nothing was'
+        ' trained. Start the same command on every host, each with its own'
+        f' --process_id (0 to {processes.num_processes - 1}), within'
+        f' {initialization_timeout} s of each other, or allow longer with'
+        ' --config.distributed.initialization_timeout. What this process'
+        f' printed as it failed is in {_save_log(log, processes)}.'),
+          file=sys.stderr)
+    return NOT_JOINED_EXIT_CODE
   lost = _lost_process(log, processes)
   if status in (0, USER_ERROR_EXIT_CODE, 75) or lost is None:
     sys.stderr.write(log)
     return status if status >= 0 else 128 - status
+  print(_wrap(
+      f'error: {me} stopped because {lost} stopped answering (jax.distributed'
+      f' at {processes.coordinator_address}; {_first_error(log)}). Run the'
+      ' same command on every host to resume from the last complete'
+      ' checkpoint. What this process printed as it failed is in'
+      f' {_save_log(log, processes)}.'),
+        file=sys.stderr)
+  return LOST_PEER_EXIT_CODE
+
+
+def _save_log(log: str, processes: Processes) -> str:
+  """Keeps a failed child's output in a temporary file; returns its path."""
   with tempfile.NamedTemporaryFile(
       'w', prefix=f'alexnet_jax-process{processes.process_id}-',
       suffix='.log', delete=False) as saved:
     saved.write(log)
-  print(_wrap(
-      f'error: process {processes.process_id} of {processes.num_processes}'
-      f' stopped because {lost} stopped answering (jax.distributed at'
-      f' {processes.coordinator_address}; {_first_error(log)}). Run the same'
-      ' command on every host to resume from the last complete checkpoint.'
-      f' What this process printed as it failed is in {saved.name}.'),
-        file=sys.stderr)
-  return LOST_PEER_EXIT_CODE
+  return saved.name
+
+
+def _never_joined(log: str) -> bool:
+  """Whether the child gave up registering with the coordination service.
+
+  Registration (the RegisterTask call) completes only once every process
+  has registered, so its failure means one never came, whichever it was.
+  """
+  return 'CoordinationService/RegisterTask' in log
+
+
+def _others(processes: Processes) -> str:
+  """The processes this one waited for, in words."""
+  others = [i for i in range(processes.num_processes)
+            if i != processes.process_id]
+  if len(others) == 1:
+    return f'process {others[0]}' + (' (the coordinator)' if others[0] == 0
+                                     else '')
+  return f'processes {", ".join(map(str, others))} (one or more of them)'
 
 
 def _lost_process(log: str, processes: Processes) -> str | None:
@@ -330,6 +374,9 @@ def check(config, workdir: str | None = None,
         heartbeat_timeout_seconds=timeouts.heartbeat_timeout,
         shutdown_timeout_seconds=timeouts.shutdown_timeout)
     check_same_config(config, processes)
+  # Imported here: it brings in JAX and Flax, which main's supervising
+  # parent process (`supervise`) never needs.
+  from alexnet_jax import validation  # pylint: disable=import-outside-toplevel
   validation.validate(config, num_devices=jax.device_count(), workdir=workdir)
   if fits:
     from alexnet_jax import memory  # pylint: disable=import-outside-toplevel
@@ -348,9 +395,8 @@ def check_same_config(config, processes: Processes) -> None:
   store and reads every other's: no collective, nothing compiled, so a
   mismatch is one paragraph instead of a collective that never matches.
   """
-  from jax._src import distributed  # pylint: disable=import-outside-toplevel
   from alexnet_jax import workdir  # pylint: disable=import-outside-toplevel
-  client = distributed.global_state.client
+  client = _key_value_store()
   mine = {k: v for k, v in workdir.flatten(workdir.resolved(config)).items()
           if k not in _PER_HOST}
   client.key_value_set(f'alexnet_jax/config/{processes.process_id}',
@@ -370,6 +416,20 @@ def check_same_config(config, processes: Processes) -> None:
           f' {listing}). Every process of a run must get the same --config'
           ' and --config.* flags (only config.data_dir may differ); start'
           ' them again with one command line.')
+
+
+def _key_value_store():
+  """This process's client of jax.distributed's key-value store.
+
+  Private API, on purpose and only here: jax 0.10.2 exports no key-value
+  store (`jax.distributed` has initialize, is_initialized and shutdown), and
+  the public `multihost_utils.assert_equal` and `process_allgather` are
+  collectives. They compile, and need every process to hold its share of one
+  mesh, which processes with different configs (another `mesh`, so another
+  device count) do not: the very case the comparison is for.
+  """
+  from jax._src import distributed  # pylint: disable=import-outside-toplevel
+  return distributed.global_state.client
 
 
 def format_table(header: list[str], rows: list[list[str]],

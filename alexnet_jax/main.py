@@ -3,8 +3,10 @@
 This file is intentionally kept short: it parses flags, checks the config and
 calls `train.train_and_evaluate`. Exit status: 0 done, 2 a problem to fix
 (printed as one paragraph), 75 preempted by SIGTERM after saving (run the
-same command again to resume), 130 the same after Ctrl-C, 69 in a run over several processes: a peer
-process was lost (run the same command on every host to resume).
+same command again to resume), 130 the same after Ctrl-C; in a run over
+several processes, 69 a peer process was lost (run the same command on every
+host to resume) and 68 a peer never joined within
+`distributed.initialization_timeout` (nothing was trained).
 """
 
 import logging
@@ -26,7 +28,9 @@ def main(argv):
   config = _CONFIG.value
   processes = _PROCESSES()
   if processes.num_processes > 1 and not cli.supervised():
-    sys.exit(cli.supervise(processes))  # Names a lost peer, see cli.supervise.
+    # Names a lost peer, or one that never joined: see cli.supervise.
+    sys.exit(cli.supervise(processes,
+                           config.distributed.initialization_timeout))
   cli.check(config, workdir=_WORKDIR.value, processes=processes, fits=True)
   from alexnet_jax import train  # Brings in TensorFlow: only for a good config.
   try:

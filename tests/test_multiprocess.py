@@ -2,7 +2,10 @@
 
 The 2012 split with each GPU driven by its own process: the towers' exchanges
 cross a process boundary, every process loads the whole batch (both towers
-read the same images), and the result equals the single-process run.
+read the same images), and the result equals the single-process run. Also
+what happens when one process is preempted, is lost, never joins or was
+started with another config. Each test takes its own free port and folders,
+so the tests run side by side (pytest -n 2).
 """
 
 import json
@@ -12,7 +15,8 @@ import jax
 import numpy as np
 
 from alexnet_jax import checkpoint
-from clirun import ROOT, cli_command, cli_env, run_cli
+from alexnet_jax import cli
+from clirun import ROOT, cli_command, cli_env
 
 
 def _free_port() -> int:
@@ -21,35 +25,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_towers_in_two_processes_equal_one_process(tmp_path):
-  import subprocess
-  data_dir = tmp_path / 'tfds'
-  run_cli(tmp_path / 'single', data_dir=data_dir)  # Also prepares shapes10.
-
-  address = f'127.0.0.1:{_free_port()}'
-  procs = [
-      subprocess.Popen(
-          cli_command(tmp_path / 'multi', f'--coordinator_address={address}',
-                      '--num_processes=2', f'--process_id={i}',
-                      data_dir=data_dir),
-          cwd=ROOT, env=cli_env(), text=True, stdout=subprocess.PIPE,
-          stderr=subprocess.PIPE)
-      for i in range(2)]
-  outputs = [p.communicate(timeout=300) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-3000:]
-
-  summary = json.loads((tmp_path / 'multi' / 'summary.json').read_text())
-  assert summary['mesh'] == {'data': 1, 'model': 2} and summary['steps'] == 4
-  assert summary['processes'] == 2
-  single = checkpoint.load_numpy(tmp_path / 'single' / 'checkpoints' / '4')
-  multi = checkpoint.load_numpy(tmp_path / 'multi' / 'checkpoints' / '4')
-  for a, b in zip(jax.tree.leaves(single['params']),
-                  jax.tree.leaves(multi['params'])):
-    np.testing.assert_array_equal(a, b)
-
-
-def _start_processes(workdir, *overrides, data_dir, per_process=((), ())):
+def _start_processes(workdir, *overrides, data_dir, per_process=((), ()),
+                     ids=(0, 1)):
+  """Processes `ids` of a run over two (the others not started)."""
   import subprocess
   address = f'127.0.0.1:{_free_port()}'
   return [
@@ -59,7 +37,7 @@ def _start_processes(workdir, *overrides, data_dir, per_process=((), ())):
                       *per_process[i], data_dir=data_dir),
           cwd=ROOT, env=cli_env(), text=True, stdout=subprocess.PIPE,
           stderr=subprocess.PIPE)
-      for i in range(2)]
+      for i in ids]
 
 
 def test_processes_started_with_different_configs_refuse_naming_the_key(
@@ -74,27 +52,35 @@ def test_processes_started_with_different_configs_refuse_naming_the_key(
   assert not (tmp_path / 'w' / 'checkpoints').exists()
 
 
-def test_preemption_of_one_process_saves_all_and_a_lost_peer_is_named(tmp_path):
+def test_two_processes_equal_one_save_together_and_name_a_lost_peer(
+    tmp_path):
+  """One run over two processes: preempted (SIGTERM to one), compared with
+  one process, resumed, then one process killed. One test, so that the
+  processes start and compile three times instead of five."""
   import signal
   import time
-  from clirun import read_metrics
-  workdir = tmp_path / 'w'
+  from clirun import read_metrics, start_cli
+  workdir, data_dir = tmp_path / 'w', tmp_path / 'tfds'
+  # Evaluations every 2 steps, split over the processes as the batches are.
   long_run = ('--config.num_train_steps=100000', '--config.log_every_steps=1',
               '--config.checkpoint_every_steps=100000',
-              '--config.eval_every_steps=100000',
+              '--config.eval_every_steps=2',
               '--config.distributed.heartbeat_timeout=10')
 
   def wait_for_rows(procs, count):
     deadline = time.time() + 600
     while not ((workdir / 'metrics.jsonl').exists()
-               and len(read_metrics(workdir)) >= count):
+               and len(train_rows(workdir)) >= count):
       assert all(p.poll() is None for p in procs), [
           p.communicate()[1][-3000:] for p in procs]
       assert time.time() < deadline, 'no training within 600 s'
       time.sleep(0.2)
 
+  def train_rows(w):
+    return [r for r in read_metrics(w) if 'train_loss' in r]
+
   # A fresh data_dir: both processes prepare shapes10, one after the other.
-  procs = _start_processes(workdir, *long_run, data_dir=tmp_path / 'tfds')
+  procs = _start_processes(workdir, *long_run, data_dir=data_dir)
   wait_for_rows(procs, 2)
   procs[1].send_signal(signal.SIGTERM)  # A scheduler preempting one host.
   for p in procs:
@@ -102,12 +88,31 @@ def test_preemption_of_one_process_saves_all_and_a_lost_peer_is_named(tmp_path):
     assert p.returncode == 75, err[-3000:]
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['status'] == 'preempted' and summary['processes'] == 2
+  assert summary['mesh'] == {'data': 1, 'model': 2}  # A tower per process.
+  step = summary['steps']
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
                  if p.name.isdigit())
-  assert steps == [summary['steps']]  # One step, saved by both together.
+  assert steps == [step]  # One step, saved by both together.
 
-  procs = _start_processes(workdir, *long_run, data_dir=tmp_path / 'tfds')
-  wait_for_rows(procs, summary['steps'] + 2)
+  # The same steps in one process (both towers on its two devices), while the
+  # two processes resume: equal bit for bit, the evaluations included.
+  single = start_cli(tmp_path / 'single', *long_run[1:],
+                     f'--config.num_train_steps={step}', data_dir=data_dir)
+  procs = _start_processes(workdir, *long_run, data_dir=data_dir)
+  _, err = single.communicate(timeout=300)
+  assert single.returncode == 0, err[-3000:]
+  reference = checkpoint.load_numpy(tmp_path / 'single' / 'checkpoints' /
+                                    str(step))
+  multi = checkpoint.load_numpy(workdir / 'checkpoints' / str(step))
+  for a, b in zip(jax.tree.leaves(reference['params']),
+                  jax.tree.leaves(multi['params']), strict=True):
+    np.testing.assert_array_equal(a, b)
+  timing = ('images_per_sec', 'input_wait_sec')
+  rows = lambda w: [{k: v for k, v in r.items() if k not in timing}
+                    for r in read_metrics(w) if r['step'] < step]
+  assert rows(workdir) == rows(tmp_path / 'single')
+
+  wait_for_rows(procs, step + 1)
   procs[1].kill()  # kill -9 of process 1 (its supervisor and, with it, itself).
   killed = time.time()
   _, err = procs[0].communicate(timeout=300)
@@ -119,3 +124,22 @@ def test_preemption_of_one_process_saves_all_and_a_lost_peer_is_named(tmp_path):
   assert 'Run the same command on every host to resume' in message
   assert 'Fatal Python error' not in err and 'Traceback' not in err
   procs[1].communicate()
+
+
+def test_a_process_that_never_joins_is_named(tmp_path):
+  """Process 0 alone, and process 1 alone (of two runs): each gives up after
+  distributed.initialization_timeout, naming the one it waited for."""
+  procs = [
+      _start_processes(tmp_path / f'w{i}',
+                       '--config.distributed.initialization_timeout=2',
+                       data_dir=tmp_path / 'tfds', ids=(i,))[0]
+      for i in range(2)]
+  for i, p in enumerate(procs):
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == cli.NOT_JOINED_EXIT_CODE == 68, err[-3000:]
+    message = ' '.join(err.split())
+    other = 'process 1 to join' if i == 0 else 'process 0 (the coordinator)'
+    assert f'error: process {i} of 2 waited 2 s' in message
+    assert other in message and 'Nothing was trained' in message
+    assert 'Fatal Python error' not in err and 'Traceback' not in err
+  assert not (tmp_path / 'tfds').exists() and not (tmp_path / 'w0').exists()
