@@ -131,8 +131,10 @@ def _evaluate_ten_crop(config, restored: Restored) -> dict:
       config, process_index=index, process_count=count, ten_crop=True):
     log_probs = []
     for patch in range(batch['image'].shape[1]):  # One patch at a time.
-      images = step_lib.device_batch(
-          {'image': batch['image'][:, patch]}, restored.mesh, config)['image']
+      images = step_lib.normalize(step_lib.device_batch(
+          {'image': batch['image'][:, patch],
+           'pixel_offset': batch['pixel_offset'],
+           'pixel_scale': batch['pixel_scale']}, restored.mesh, config))
       log_probs.append(jax.nn.log_softmax(
           logits_fn(restored.params, images).astype(jnp.float32)))
     rest = step_lib.device_batch(

@@ -37,9 +37,17 @@ image per use. Then the pixels are normalised (`input.normalization`):
 `mean_pixel` subtracts the training set's mean pixel (Sec. 2), `standardize`
 also divides by the per-channel standard deviation. The statistics come from
 `input.stats_file` (written by `python -m alexnet_jax.data_stats`), or are
-ImageNet's (the constants below) when it is empty. Each image's steps run in
-one tf.data map, in the image's own (cached) memory; there is no Python per
-image.
+ImageNet's (the constants below) when it is empty.
+
+Batches leave the host as uint8 pixels (each resized patch rounded to the
+nearest level, as Caffe stored its 256 x 256 images), with each image's
+normalisation beside it as two (3,) vectors: `pixel_offset` (the colour shift
+minus the mean) and `pixel_scale` (1 / stddev, or 1). `step.normalize` applies
+(pixel + offset) * scale on the device, inside the jitted step: a float32
+batch is four times the bytes, and building it cost the host more than the
+rest of the pipeline after the decode. Each image's steps run in one tf.data
+map, with no tf.cond where a data-dependent argument does; there is no Python
+per image.
 """
 
 import contextlib
@@ -226,8 +234,10 @@ def train_batches(config, *, start_step: int = 0, process_index: int = 0,
                   process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """Endless training batches of this process, from optimiser step `start_step`.
 
-  Yields {'image': float32 (B, S, S, 3), 'label': int32 (B,)} with
-  B = config.batch_size // process_count and S = config.image_size.
+  Yields {'image': uint8 (B, S, S, 3), 'pixel_offset': float32 (B, 3),
+  'pixel_scale': float32 (B, 3), 'label': int32 (B,)} with
+  B = config.batch_size // process_count and S = config.image_size; the
+  network's input is `step.normalize` of it.
   """
   source = _source(config)
   batch_size = _local_batch_size(config, process_count)
@@ -253,8 +263,9 @@ def eval_batches(config, *, process_index: int = 0, process_count: int = 1,
   Yields {'image', 'label', 'mask'}: the last batches are padded to full size
   with mask 0, and every process yields the same number of batches, so that
   the examples with mask 1 over all processes are the split, each once.
-  Images are (B, S, S, 3) centre patches, or with `ten_crop` (B, 10, S, S, 3),
-  the patches of `ten_crops`.
+  Images are uint8 (B, S, S, 3) centre patches, or with `ten_crop`
+  (B, 10, S, S, 3), the patches of `ten_crops`, with `pixel_offset` and
+  `pixel_scale` as in `train_batches` (padding: all zeros).
   """
   source = _source(config)
   stats = image_stats(config)
@@ -266,8 +277,10 @@ def eval_batches(config, *, process_index: int = 0, process_count: int = 1,
 
   image_fn = _ten_crop_images if ten_crop else _eval_image
   ds = source.records(shard, shuffle_seed=None, skip=0)
+  offset, scale = _pixel_affine(config, stats)
   ds = ds.map(lambda ex: {
-      'image': _normalise(config, stats, image_fn(config, ex['image'])),
+      'image': _to_pixels(image_fn(config, ex['image'])),
+      'pixel_offset': offset, 'pixel_scale': scale,
       'label': tf.cast(ex['label'], tf.int32)},
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size).map(functools.partial(_pad_batch, batch_size))
@@ -278,13 +291,15 @@ def eval_batches(config, *, process_index: int = 0, process_count: int = 1,
   return ds.with_options(_options()).as_numpy_iterator()
 
 
-def eval_image(config, encoded: bytes) -> np.ndarray:
-  """One encoded image as evaluation sees it: (S, S, 3) float32, normalised.
+def eval_image(config, encoded: bytes) -> dict[str, np.ndarray]:
+  """One encoded image as evaluation sees it: {'image': uint8 (S, S, 3),
+  'pixel_offset', 'pixel_scale'}, one example of `eval_batches`.
 
   Raises tf.errors.InvalidArgumentError if the bytes are not a readable image.
   """
-  image = _eval_image(config, tf.constant(encoded))
-  return _normalise(config, image_stats(config), image).numpy()
+  offset, scale = _pixel_affine(config, image_stats(config))
+  return {'image': _to_pixels(_eval_image(config, tf.constant(encoded))).numpy(),
+          'pixel_offset': offset.numpy(), 'pixel_scale': scale.numpy()}
 
 
 def ten_crops(square, size: int, outer: int):
@@ -318,7 +333,8 @@ def _train_iterator(config, source, stats, start_step, steps, batch_size,
 
     def preprocess(position, ex, augment_seed=augment_seed):
       seed = tf.random.experimental.stateless_fold_in(augment_seed, position)
-      return {'image': _train_image(config, stats, ex['image'], seed),
+      image, offset, scale = _train_image(config, stats, ex['image'], seed)
+      return {'image': image, 'pixel_offset': offset, 'pixel_scale': scale,
               'label': tf.cast(ex['label'], tf.int32)}
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
@@ -401,17 +417,20 @@ def _decode_window(encoded, window_fn):
 
 
 def _resize(window, size):
-  """uint8 (h, w, 3) -> float32 (size, size, 3): bilinear, as Caffe resized;
-  antialiased when shrinking more than twice, where bilinear skips pixels."""
-  hw = tf.shape(window)[:2]
+  """uint8 (h, w, 3) -> float32 (size, size, 3): bilinear, as Caffe resized
+  (the identity at h = w = size); antialiased when shrinking more than twice,
+  where bilinear skips pixels."""
   image = tf.cond(
-      tf.reduce_all(hw == size),
-      lambda: tf.cast(window, tf.float32),
-      lambda: tf.cond(
-          tf.reduce_any(hw > 2 * size),
-          lambda: tf.image.resize(window, (size, size), antialias=True),
-          lambda: tf.image.resize(window, (size, size))))
+      tf.reduce_any(tf.shape(window)[:2] > 2 * size),
+      lambda: tf.image.resize(window, (size, size), antialias=True),
+      lambda: tf.image.resize(window, (size, size)))
   return tf.ensure_shape(image, (size, size, 3))
+
+
+def _to_pixels(image):
+  """A resized float32 patch -> uint8, rounded. Both resizes weigh pixels
+  with non-negative weights summing to 1, so values stay in 0..255."""
+  return tf.cast(tf.round(image), tf.uint8)
 
 
 def _train_image(config, stats, encoded, seed):
@@ -430,13 +449,14 @@ def _train_image(config, stats, encoded, seed):
       encoded, lambda shape: _window(shape, outer, size, offset))
   if config.input.random_flip:  # Sec. 4.1: horizontal reflections.
     flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-    window = tf.cond(flip, lambda: tf.reverse(window, [1]), lambda: window)
-  image = _resize(window, size)
+    # Reversed along [1] or along [] (no flip): cheaper than a tf.cond.
+    window = tf.reverse(window, tf.slice([1], [0], [tf.cast(flip, tf.int32)]))
+  image = _to_pixels(_resize(window, size))
   shift = None
   if config.input.pca_lighting:
     shift = _pca_shift(config, stats,
                        tf.random.experimental.stateless_fold_in(seed, 2))
-  return _normalise(config, stats, image, shift)
+  return (image, *_pixel_affine(config, stats, shift))
 
 
 def _pca_shift(config, stats, seed):
@@ -449,25 +469,22 @@ def _pca_shift(config, stats, seed):
                           alpha * tf.constant(values, tf.float32)) * 255.0
 
 
-def _normalise(config, stats, image, shift=None):
-  """Adds the colour shift, then Sec. 2's mean subtraction (and division).
-
-  Works on the (rows, width * 3) view, with each (3,) vector tiled along a
-  row: broadcasting a length-3 vector over (H, W, 3) is TF's slow path and
-  took half of the per-image time.
-  """
-  shape, width = tf.shape(image), image.shape[-2]
-  rows = tf.reshape(image, [-1, width * 3])
-  row = lambda rgb: tf.tile(tf.cast(rgb, tf.float32), [width])
-  if shift is not None:
-    rows += row(shift)
+def _pixel_affine(config, stats, shift=None):
+  """(pixel_offset, pixel_scale), float32 (3,) each: the network sees
+  (pixel + offset) * scale (`step.normalize`). The offset is the colour shift
+  (Sec. 4.1), if any, minus the mean pixel (Sec. 2); the scale divides by
+  the per-channel standard deviation under `standardize`, by 1 otherwise."""
   if config.input.normalization == 'mean_pixel':  # Sec. 2.
-    rows -= row(IMAGENET_MEAN_PIXEL if stats is None else stats.mean_rgb)
+    mean = IMAGENET_MEAN_PIXEL if stats is None else stats.mean_rgb
+    stddev = (1.0, 1.0, 1.0)
   elif stats is None:
-    rows = (rows - row(STANDARDIZE_MEAN_RGB)) / row(STANDARDIZE_STDDEV_RGB)
+    mean, stddev = STANDARDIZE_MEAN_RGB, STANDARDIZE_STDDEV_RGB
   else:
-    rows = (rows - row(stats.mean_rgb)) / row(stats.stddev_rgb)
-  return tf.reshape(rows, shape)
+    mean, stddev = stats.mean_rgb, stats.stddev_rgb
+  offset = -tf.constant(mean, tf.float32)
+  if shift is not None:
+    offset += shift
+  return offset, tf.constant(1 / np.asarray(stddev), tf.float32)
 
 
 def _eval_image(config, encoded):
@@ -506,19 +523,19 @@ def _decode(encoded):
 def _pad_batch(batch_size, batch):
   real = tf.shape(batch['label'])[0]
   pad = batch_size - real
-  image = batch['image']
-  image = tf.pad(image, [[0, pad]] + [[0, 0]] * (image.shape.rank - 1))
-  label = tf.pad(batch['label'], [[0, pad]])
+  padded = {key: tf.ensure_shape(
+      tf.pad(value, [[0, pad]] + [[0, 0]] * (value.shape.rank - 1)),
+      (batch_size,) + value.shape[1:]) for key, value in batch.items()}
   mask = tf.concat([tf.ones([real]), tf.zeros([pad])], axis=0)
-  return {'image': tf.ensure_shape(image, (batch_size,) + image.shape[1:]),
-          'label': tf.ensure_shape(label, (batch_size,)),
-          'mask': tf.ensure_shape(mask, (batch_size,))}
+  return {**padded, 'mask': tf.ensure_shape(mask, (batch_size,))}
 
 
 def _empty_batches(config, batch_size, patches=()):
   size = config.image_size
   return tf.data.Dataset.from_tensors({
-      'image': tf.zeros((batch_size, *patches, size, size, 3)),
+      'image': tf.zeros((batch_size, *patches, size, size, 3), tf.uint8),
+      'pixel_offset': tf.zeros((batch_size, 3)),
+      'pixel_scale': tf.zeros((batch_size, 3)),
       'label': tf.zeros((batch_size,), tf.int32),
       'mask': tf.zeros((batch_size,)),
   }).repeat()

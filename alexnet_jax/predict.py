@@ -41,8 +41,9 @@ def run_config(workdir: Path) -> ml_collections.ConfigDict:
                     ' the training run at its start.') from None
 
 
-def classify(config, restored, images):
-  """Softmax probabilities (N, classes) of normalised (N, S, S, 3) images."""
+def classify(config, restored, examples):
+  """Softmax probabilities (N, classes) of N examples of `eval_batches`
+  ({'image': uint8 (N, S, S, 3), 'pixel_offset', 'pixel_scale'})."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from alexnet_jax import step as step_lib  # pylint: disable=import-outside-toplevel
@@ -50,14 +51,15 @@ def classify(config, restored, images):
   size = config.batch_size  # Divides over the data axis (validated).
   probs = []
   with jax.set_mesh(restored.mesh):
-    for start in range(0, len(images), size):
-      chunk = images[start:start + size]
-      padded = np.concatenate(
-          [chunk, np.zeros((size - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-      batch = step_lib.device_batch({'image': padded}, restored.mesh, config)
-      logits = logits_fn(restored.params, batch['image'])
+    count = len(examples['image'])
+    for start in range(0, count, size):
+      padded = {key: np.concatenate([value[start:start + size], np.zeros(
+          (max(0, start + size - count),) + value.shape[1:], value.dtype)])
+                for key, value in examples.items()}
+      batch = step_lib.device_batch(padded, restored.mesh, config)
+      logits = logits_fn(restored.params, step_lib.normalize(batch))
       probs.append(np.asarray(jax.device_get(
-          jax.nn.softmax(logits.astype(np.float32))))[:len(chunk)])
+          jax.nn.softmax(logits.astype(np.float32))))[:count - start])
   return np.concatenate(probs)
 
 
@@ -99,8 +101,9 @@ def predict(workdir: Path, paths: list[str], step: int | None = None
   probs = {}
   if images:
     restored = evaluate_lib.restore(config, workdir, step)
-    probs = dict(zip(images, classify(config, restored,
-                                      np.stack(list(images.values())))))
+    examples = {key: np.stack([image[key] for image in images.values()])
+                for key in ('image', 'pixel_offset', 'pixel_scale')}
+    probs = dict(zip(images, classify(config, restored, examples)))
   results = []
   for path in paths:
     if path in problems:

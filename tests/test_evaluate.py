@@ -74,7 +74,10 @@ def test_ten_patch_evaluation_averages_the_softmax(trained, data_dir):
   forward = nnx.jit(lambda net, images: net(images, train=False))
   nll, top1, top5 = [], [], []
   for batch in input_pipeline.eval_batches(config, ten_crop=True):
-    logits = np.stack([np.asarray(forward(net, batch['image'][:, p]))
+    offset, scale = (batch[k][:, None, None, :]
+                     for k in ('pixel_offset', 'pixel_scale'))
+    logits = np.stack([np.asarray(forward(
+        net, (batch['image'][:, p].astype(np.float32) + offset) * scale))
                        for p in range(10)])  # (10, B, classes)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs = (probs / probs.sum(-1, keepdims=True)).mean(0)

@@ -29,6 +29,12 @@ def _config(data_dir, **overrides):
   return config
 
 
+def _normalised(batch):
+  """The network's input, as the jitted steps compute it on the device."""
+  from alexnet_jax import step  # pylint: disable=import-outside-toplevel
+  return np.asarray(step.normalize(batch))
+
+
 def _take(iterator, count):
   return [next(iterator) for _ in range(count)]
 
@@ -75,14 +81,17 @@ def test_dataset_info(shapes):
 
 def test_train_batch_shapes_and_dtypes(shapes):
   batch = next(input_pipeline.train_batches(shapes))
-  assert batch.keys() == {'image', 'label'}
+  assert batch.keys() == {'image', 'pixel_offset', 'pixel_scale', 'label'}
   assert batch['image'].shape == (16, 67, 67, 3)
-  assert batch['image'].dtype == np.float32
+  assert batch['image'].dtype == np.uint8  # Normalised on the device.
+  for key in ('pixel_offset', 'pixel_scale'):
+    assert batch[key].shape == (16, 3) and batch[key].dtype == np.float32
   assert batch['label'].shape == (16,) and batch['label'].dtype == np.int32
   assert set(batch['label']) <= set(range(10))
   # Normalised: roughly zero mean, unit spread.
-  assert abs(batch['image'].mean()) < 0.5
-  assert 0.5 < batch['image'].std() < 2
+  image = _normalised(batch)
+  assert image.dtype == np.float32 and abs(image.mean()) < 0.5
+  assert 0.5 < image.std() < 2
 
 
 def test_train_batches_are_deterministic(shapes):
@@ -286,7 +295,7 @@ def test_real_cifar10_jpegs_as_image_folder(cifar10_subset):
       10, 200, 200)
   batch = next(input_pipeline.train_batches(config))
   assert batch['image'].shape == (50, 67, 67, 3)
-  assert batch['image'].std() > 0.3  # Real pictures, not blank.
+  assert _normalised(batch).std() > 0.3  # Real pictures, not blank.
   evals = list(input_pipeline.eval_batches(config))
   labels = np.concatenate([b['label'][b['mask'] > 0] for b in evals])
   assert np.bincount(labels).tolist() == [20] * 10
@@ -325,8 +334,9 @@ def test_pca_shift_has_the_covariance_of_sec_4_1(tmp_path):
 
 def test_colour_shift_is_one_colour_per_image_and_off_when_zero(shapes_dir):
   """With mean_pixel normalisation and no crop or flip, an image without the
-  shift is its decoded uint8 pixels minus the mean pixel; the shift adds one
-  RGB vector to every pixel, different per image, same on every rerun."""
+  shift is its uint8 pixels minus the mean pixel; the shift (carried in
+  pixel_offset, added on the device) adds one RGB vector to every pixel,
+  different per image, same on every rerun."""
   settings = {'batch_size': 16, 'input.shapes_train_examples': 100,
               'input.shapes_eval_examples': 30, 'input.random_crop': False,
               'input.random_flip': False, 'input.normalization': 'mean_pixel'}
@@ -334,10 +344,11 @@ def test_colour_shift_is_one_colour_per_image_and_off_when_zero(shapes_dir):
   on_config = _config(shapes_dir, **settings, **{'input.pca_lighting': 0.1})
   on = next(input_pipeline.train_batches(on_config))
   assert input_pipeline.image_stats(on_config) is None  # ImageNet's values.
-  pixels = off['image'] + np.float32(input_pipeline.IMAGENET_MEAN_PIXEL)
-  np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
-  assert pixels.min() >= 0 and pixels.max() <= 255
-  shift = on['image'] - off['image']
+  np.testing.assert_array_equal(on['image'], off['image'])  # Pixels as read.
+  np.testing.assert_allclose(
+      _normalised(off), off['image'] - np.float32(
+          input_pipeline.IMAGENET_MEAN_PIXEL), atol=1e-4)
+  shift = _normalised(on) - _normalised(off)
   per_image = shift.mean(axis=(1, 2))  # (16, 3)
   np.testing.assert_allclose(
       shift, np.broadcast_to(per_image[:, None, None], shift.shape), atol=1e-3)
@@ -346,9 +357,9 @@ def test_colour_shift_is_one_colour_per_image_and_off_when_zero(shapes_dir):
   assert 1 < np.abs(per_image).mean() < 15
   # Drawn from the step: a rerun, and a resume at step 1, see the same.
   again = _take(input_pipeline.train_batches(on_config), 2)
-  np.testing.assert_array_equal(again[0]['image'], on['image'])
+  _assert_batches_equal(again[:1], [on])
   resumed = next(input_pipeline.train_batches(on_config, start_step=1))
-  np.testing.assert_array_equal(resumed['image'], again[1]['image'])
+  _assert_batches_equal([resumed], again[1:])
 
 
 def test_normalisations(shapes_dir, tmp_path):
@@ -357,19 +368,23 @@ def test_normalisations(shapes_dir, tmp_path):
   standard = next(input_pipeline.eval_batches(_config(shapes_dir, **settings)))
   mean_pixel = next(input_pipeline.eval_batches(_config(
       shapes_dir, **settings, **{'input.normalization': 'mean_pixel'})))
-  pixels = (standard['image'] * np.float32(input_pipeline.STANDARDIZE_STDDEV_RGB)
-            + np.float32(input_pipeline.STANDARDIZE_MEAN_RGB))
+  pixels = standard['image'].astype(np.float64)
+  np.testing.assert_array_equal(mean_pixel['image'], standard['image'])
   np.testing.assert_allclose(
-      mean_pixel['image'],
-      pixels - np.float32(input_pipeline.IMAGENET_MEAN_PIXEL), atol=1e-3)
+      _normalised(standard),
+      (pixels - input_pipeline.STANDARDIZE_MEAN_RGB)
+      / input_pipeline.STANDARDIZE_STDDEV_RGB, atol=1e-5)
+  np.testing.assert_allclose(
+      _normalised(mean_pixel),
+      pixels - input_pipeline.IMAGENET_MEAN_PIXEL, atol=1e-4)
   stats_file = tmp_path / 'stats.json'
   stats_file.write_text(json.dumps({
       'mean_rgb': [10, 20, 30], 'stddev_rgb': [2, 4, 8],
       'eigenvalues': [1, 0, 0], 'eigenvectors': np.eye(3).tolist()}))
   own = next(input_pipeline.eval_batches(_config(
       shapes_dir, **settings, **{'input.stats_file': str(stats_file)})))
-  np.testing.assert_allclose(own['image'], (pixels - [10, 20, 30]) / [2, 4, 8],
-                             atol=1e-3)
+  np.testing.assert_allclose(_normalised(own),
+                             (pixels - [10, 20, 30]) / [2, 4, 8], atol=1e-4)
 
 
 @pytest.mark.parametrize('content, expected', [
@@ -442,11 +457,15 @@ def test_ten_patch_evaluation_batches(tmp_path):
   assert ten['image'].shape == (2, 10, 67, 67, 3)
   assert ten['mask'].tolist() == [1, 0]
   np.testing.assert_array_equal(ten['image'][0, 4], centre['image'][0])
-  pixels = ten['image'][0] + np.float32(input_pipeline.IMAGENET_MEAN_PIXEL)
+  pixels = ten['image'][0]
   square = image[:, 10:87]
-  np.testing.assert_allclose(pixels[3], square[10:, 10:], atol=1e-4)
-  np.testing.assert_allclose(pixels[6], square[:67, 10:][:, ::-1], atol=1e-4)
-  assert not ten['image'][1].any()  # Padding.
+  np.testing.assert_array_equal(pixels[3], square[10:, 10:])
+  np.testing.assert_array_equal(pixels[6], square[:67, 10:][:, ::-1])
+  normalised = _normalised(ten)
+  np.testing.assert_allclose(
+      normalised[0], pixels - np.float32(input_pipeline.IMAGENET_MEAN_PIXEL),
+      atol=1e-4)
+  assert not normalised[1].any()  # Padding.
 
 
 def test_jpeg_windows_decode_as_the_whole_image_does():
