@@ -429,9 +429,12 @@ def _measure_setting(config, options, graphdef, host_state, *, batch_size,
     from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
     # One stream for all placements: each step takes the next batch.
     batches = input_pipeline.train_batches(runs[0].config)
+    # Compiled for the pipeline's batches: uint8, normalised in the step.
+    example = next(batches)
   for p in runs:
     say(f'{setting}, {p.name}: placing the state and compiling...')
-    prepare(p, graphdef, host_state, synthetic_batch(p.config))
+    prepare(p, graphdef, host_state,
+            synthetic_batch(p.config) if batches is None else example)
     say(f'{setting}, {p.name}: compiled in {p.compile_seconds:.1f} s;'
         f' {options.warmup} warm-up step(s).')
     if options.warmup:
