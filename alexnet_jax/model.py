@@ -28,6 +28,7 @@ holds for 227 (Caffe and cuda-convnet use 227, or 224 with padding).
 
 from collections.abc import Callable
 import dataclasses
+import functools
 import math
 
 from flax import nnx
@@ -123,6 +124,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'tanh': jnp.tanh,  # The saturating baseline of Fig. 1.
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+CONV_KERNEL_GRADS = ('xla', 'patches')  # See `conv`.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +141,7 @@ class ModelConfig:
   init: str = 'paper'  # 'paper' (Sec. 5) or 'he'.
   image_size: int = 227
   dtype: str = 'float32'  # Compute dtype; parameters stay float32.
+  conv_kernel_grad: str = 'xla'  # 'xla' | 'patches': how `conv` computes it.
 
   @property
   def network(self) -> Network:
@@ -178,33 +181,120 @@ def max_pool(x: jax.Array, overlapping: bool) -> jax.Array:
                                (1, 2, 2, 1), 'VALID')
 
 
-def _layer_op(layer: Layer, x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  return jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), [(padding, padding)] * 2,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _kernel_grad(x: jax.Array, dy: jax.Array, kh: int, kw: int, stride: int,
+                 padding: int) -> jax.Array:
+  """dL/dk from the input's patches: one matrix product per kernel row.
+
+  dL/dk[i, j] = sum over (b, h, w) of x_padded[b, stride h + i, stride w + j]
+  outer dy[b, h, w]. Row i stacks the inputs under its kw taps, (B*H'*W',
+  kw*C), and contracts them with dy, (B*H'*W', O). Measured on one tower at
+  batch 32 (2-core CPU), this beat both one product over all kh*kw taps
+  (a larger copy) and one per tap (conv1's C=3 makes those too thin).
+  """
+  b, ho, wo, o = dy.shape
+  c = x.shape[-1]
+  x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  dy = dy.reshape(-1, o)
+
+  def tap(i, j):  # What kernel tap (i, j) sees at every output position: (B, H', W', C).
+    return jax.lax.slice(x, (0, i, j, 0), (b, i + (ho - 1) * stride + 1,
+                                           j + (wo - 1) * stride + 1, c),
+                         (1, stride, stride, 1))
+
+  rows = [jax.lax.dot_general(  # Summed in float32, also for bfloat16.
+      jnp.stack([tap(i, j) for j in range(kw)], axis=3).reshape(-1, kw * c), dy,
+      (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+          for i in range(kh)]
+  return jnp.stack(rows).reshape(kh, kw, c, o)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_patches_grad(x, kernel, stride, padding):
+  """`_conv`, whose kernel gradient is `_kernel_grad`'s matrix products.
+
+  XLA's CPU backend lowers a kernel gradient as a convolution whose window
+  is the whole output map (27x27 for conv2), which it runs many times slower
+  than the forward pass of the same FLOPs (README, "Where the CPU step's
+  time goes"); as matrix products it runs at the matmul rate.
+  """
+  return _conv(x, kernel, stride, padding)
+
+
+def _conv_patches_grad_fwd(x, kernel, stride, padding):
+  return _conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_patches_grad_bwd(stride, padding, residuals, dy):
+  x, kernel = residuals
+  kh, kw, _, _ = kernel.shape
+  # The input gradient as XLA derives it (a transposed convolution).
+  _, input_vjp = jax.vjp(lambda x: _conv(x, kernel, stride, padding), x)
+  grad = _kernel_grad(x, dy, kh, kw, stride, padding).astype(kernel.dtype)
+  return input_vjp(dy)[0], grad
+
+
+_conv_patches_grad.defvjp(_conv_patches_grad_fwd, _conv_patches_grad_bwd)
+
+
+def _varying(x: jax.Array) -> frozenset:
+  """The mesh axes `x` varies over inside shard_map (none outside)."""
+  return jax.typeof(x).mat.varying
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+         kernel_grad: str = 'xla') -> jax.Array:
+  """One tower's convolution (NHWC, HWIO); `kernel_grad` says how its kernel
+  gradient is computed: 'xla' (autodiff) or 'patches' (`_kernel_grad`).
+
+  Both give the same gradients. Under shard_map the batch varies over mesh
+  axes a replicated kernel does not: both operands are first cast to vary
+  over the union, as JAX casts the operands of any op, so the casts'
+  transposes sum each gradient over those axes exactly where autodiff does.
+  """
+  if kernel_grad not in CONV_KERNEL_GRADS:
+    raise ValueError(f'kernel_grad must be one of {CONV_KERNEL_GRADS}, got {kernel_grad!r}.')
+  if kernel_grad == 'xla':
+    return _conv(x, kernel, stride, padding)
+  both = _varying(x) | _varying(kernel)
+  x, kernel = (jax.lax.pcast(a, tuple(sorted(both - _varying(a))), to='varying')
+               for a in (x, kernel))
+  return _conv_patches_grad(x, kernel, stride, padding)
+
+
+def _layer_op(layer: Layer, x: jax.Array, kernel: jax.Array, bias: jax.Array,
+              conv_kernel_grad: str = 'xla') -> jax.Array:
   """conv (NHWC, HWIO) or matrix product, plus bias: one tower of one layer."""
   if layer.dense:
     return x @ kernel + bias
   # Two plain half-width convolutions, not one grouped convolution
   # (feature_group_count=2): on CPU the grouped form ran ~3x slower.
-  return jax.lax.conv_general_dilated(
-      x, kernel, (layer.stride, layer.stride), [(layer.padding, layer.padding)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+  return conv(x, kernel, layer.stride, layer.padding, conv_kernel_grad) + bias
 
 
 class TowerLayer(nnx.Module):
   """One row of the table, split into towers: kernel (towers, [kh, kw,] in, out)."""
 
   def __init__(self, layer: Layer, towers: int, in_features: int,
-               out_features: int, *, bias: float, std: float, rngs: nnx.Rngs):
+               out_features: int, *, bias: float, std: float, rngs: nnx.Rngs,
+               conv_kernel_grad: str = 'xla'):
     shape = (() if layer.dense else (layer.kernel, layer.kernel)) + (in_features, out_features)
     self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (towers, *shape)))
     self.bias = nnx.Param(jnp.full((towers, out_features), bias, jnp.float32))
     self.layer = layer
+    self.conv_kernel_grad = conv_kernel_grad
 
   def __call__(self, x: jax.Array, tower: int, towers: parallel.Towers, dtype) -> jax.Array:
     kernel = self.kernel[tower]
     if self.layer.dense:  # FSDP stores fc kernels split over their inputs.
       kernel = towers.gather_weights(kernel, self.layer.name)
     return _layer_op(self.layer, x.astype(dtype), kernel.astype(dtype),
-                     self.bias[tower].astype(dtype))
+                     self.bias[tower].astype(dtype), self.conv_kernel_grad)
 
 
 class AlexNet(nnx.Module):
@@ -226,7 +316,8 @@ class AlexNet(nnx.Module):
       setattr(self, layer.name, TowerLayer(
           layer, net.towers, in_features, cfg.features(layer),
           bias=1.0 if cfg.init == 'paper' and layer.bias_one else 0.0,
-          std=math.sqrt(2.0 / fan_in) if he else INIT_STDDEV, rngs=rngs))
+          std=math.sqrt(2.0 / fan_in) if he else INIT_STDDEV, rngs=rngs,
+          conv_kernel_grad=cfg.conv_kernel_grad))
 
   def __call__(self, images: jax.Array, *, train: bool = False,
                rng: jax.Array | None = None,

@@ -29,7 +29,8 @@ class TrainState:
 def model_config(config) -> model_lib.ModelConfig:
   """The network's settings, typed, from the run's ConfigDict."""
   return model_lib.ModelConfig(
-      **config.model.to_dict(), image_size=config.image_size, dtype=config.dtype)
+      **config.model.to_dict(), image_size=config.image_size, dtype=config.dtype,
+      conv_kernel_grad=config.conv_kernel_grad)
 
 
 def create_model(config, seed: int | None = None) -> model_lib.AlexNet:

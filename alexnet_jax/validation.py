@@ -121,6 +121,9 @@ def validate_model(config) -> None:
   if config.dtype not in model_lib.DTYPES:
     raise UserError(f'Unknown dtype {config.dtype!r}; choose one of'
                     f' {", ".join(model_lib.DTYPES)}.')
+  if config.conv_kernel_grad not in model_lib.CONV_KERNEL_GRADS:
+    raise UserError(f'Unknown conv_kernel_grad {config.conv_kernel_grad!r};'
+                    f' choose one of {", ".join(model_lib.CONV_KERNEL_GRADS)}.')
   cfg = step.model_config(config)
   if not fits(cfg):
     raise UserError(

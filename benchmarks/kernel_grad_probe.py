@@ -1,17 +1,15 @@
-"""conv2 of one tower, forward + backward: XLA's kernel gradient against one matmul.
+"""Each convolution of one tower, forward + backward: kernel gradients by XLA or as patches.
 
-    python -m benchmarks.kernel_grad_probe [--repeats=5]
+    python -m benchmarks.kernel_grad_probe [--batch=32] [--repeats=5]
 
-The profile of the CPU train step (README, "Where the CPU step's time goes")
-found conv2's kernel gradient at 38% of the one-device step. This times
-conv2 of one tower (batch 32, 27x27x48 -> 27x27x128, 5x5, pad 2) with the
-gradient as XLA lowers it, and with the kernel gradient computed as
-patches(x)^T @ dL/dy (`conv_kernel_grad_as_matmul`), and checks both give the
-same gradients. Outside shard_map only: inside it the custom rule would also
-have to sum over the mesh axes the batch varies on, which is not done here.
+Times `model.conv` with `kernel_grad='xla'` (autodiff) and `'patches'`
+(the kernel gradient as one matrix product patches(x)^T @ dL/dy) for conv1
+to conv5 of one tower of the full two-tower network (227x227, the shapes
+from `model.input_shapes`), alternating, and checks that both give the same
+gradients. conv1's input gradient is left out, as in the train step (nothing
+reads the image's gradient). Prints one JSON line per layer.
 """
 
-import functools
 import json
 import statistics
 import sys
@@ -19,59 +17,49 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from alexnet_jax import model
 
 
-def xla_conv(x, kernel, stride, padding):
-  return jax.lax.conv_general_dilated(
-      x, kernel, (stride, stride), [(padding, padding)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+def _flag(name: str, default: int) -> int:
+  prefix = f'--{name}='
+  return int(next((a[len(prefix):] for a in sys.argv[1:] if a.startswith(prefix)), default))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_kernel_grad_as_matmul(x, kernel, stride, padding):
-  return xla_conv(x, kernel, stride, padding)
-
-
-def _fwd(x, kernel, stride, padding):
-  return xla_conv(x, kernel, stride, padding), (x, kernel)
-
-
-def _bwd(stride, padding, residuals, g):
-  x, kernel = residuals
-  kh, kw, c, o = kernel.shape
-  # The input gradient as XLA derives it (not through this rule again).
-  _, input_grad = jax.vjp(lambda x: xla_conv(x, kernel, stride, padding), x)
-  # dL/dk = patches(x)^T @ dL/dy: one (C*kh*kw, B*H*W) x (B*H*W, O) product.
-  patches = jax.lax.conv_general_dilated_patches(
-      x, (kh, kw), (stride, stride), [(padding, padding)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))  # (B, H, W, C*kh*kw), C major.
-  grad = patches.reshape(-1, c * kh * kw).T @ g.reshape(-1, o)
-  return input_grad(g)[0], grad.reshape(c, kh, kw, o).transpose(1, 2, 0, 3)
-
-
-conv_kernel_grad_as_matmul.defvjp(_fwd, _bwd)
-
-
-def main(repeats: int) -> None:
-  x = jax.random.normal(jax.random.key(0), (32, 27, 27, 48))
-  k = jax.random.normal(jax.random.key(1), (5, 5, 48, 128)) * 0.01
-  loss = lambda f: lambda x, k: jnp.sum(jax.nn.relu(f(x, k, 1, 2)) ** 2)
-  seconds, grads = {}, {}
-  for name, f in (('xla', xla_conv), ('matmul', conv_kernel_grad_as_matmul)):
-    step = jax.jit(jax.grad(loss(f), argnums=(0, 1))).lower(x, k).compile()
-    grads[name] = jax.block_until_ready(step(x, k))
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(step(x, k))
-      times.append(time.perf_counter() - start)
-    seconds[name] = statistics.median(times)
-  err = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
-            for a, b in zip(grads['xla'], grads['matmul']))
-  print(json.dumps({'seconds_xla': seconds['xla'], 'seconds_matmul': seconds['matmul'],
-                    'speedup': seconds['xla'] / seconds['matmul'],
-                    'max_relative_error': err}))
+def main(batch: int, repeats: int) -> None:
+  cfg = model.ModelConfig()
+  shapes = model.input_shapes(cfg)
+  rng = np.random.default_rng(0)
+  for layer in cfg.network.layers:
+    if layer.dense:
+      continue
+    _, h, w, c = shapes[layer.name]
+    x = jnp.asarray(rng.standard_normal((batch, h, w, c)), jnp.float32)
+    k = jnp.asarray(0.01 * rng.standard_normal(
+        (layer.kernel, layer.kernel, c, cfg.features(layer))), jnp.float32)
+    argnums = (1,) if layer.name == 'conv1' else (0, 1)
+    steps, grads = {}, {}
+    for how in model.CONV_KERNEL_GRADS:
+      loss = lambda x, k, how=how: jnp.sum(jax.nn.relu(
+          model.conv(x, k, layer.stride, layer.padding, how)) ** 2)
+      steps[how] = jax.jit(jax.grad(loss, argnums=argnums)).lower(x, k).compile()
+      grads[how] = jax.block_until_ready(steps[how](x, k))
+    seconds = {how: [] for how in steps}
+    for _ in range(repeats):  # Alternating: load hits both alike.
+      for how, fn in steps.items():
+        start = time.perf_counter()
+        jax.block_until_ready(fn(x, k))
+        seconds[how].append(time.perf_counter() - start)
+    err = max(float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
+              for a, b in zip(grads['xla'], grads['patches']))
+    xla, patches = (statistics.median(seconds[h]) for h in ('xla', 'patches'))
+    print(json.dumps({
+        'layer': layer.name, 'input': [batch, h, w, c], 'kernel': list(k.shape),
+        'stride': layer.stride, 'seconds_xla': round(xla, 4),
+        'seconds_patches': round(patches, 4), 'speedup': round(xla / patches, 2),
+        'relative_error': err}), flush=True)
 
 
 if __name__ == '__main__':
-  main(int(next((a.split('=')[1] for a in sys.argv[1:] if a.startswith('--repeats=')), 5)))
+  main(_flag('batch', 32), _flag('repeats', 5))

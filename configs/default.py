@@ -54,6 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.seed = 0
   config.dtype = 'float32'  # Compute dtype; parameters stay float32.
+  # How convolutions' kernel gradients are computed (model.conv): 'xla'
+  # (autodiff) or 'patches' (one matrix product, faster on XLA's CPU
+  # backend); the same gradients either way, so it may change on resume.
+  config.conv_kernel_grad = 'xla'
 
   # Sec. 5: SGD, momentum 0.9, weight decay 5e-4, lr 0.01 divided by 10 on a
   # validation plateau, three times at most.

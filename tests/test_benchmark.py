@@ -303,18 +303,3 @@ def test_accelerator_script_plans_the_pinned_installs_and_the_full_table(
                '--dtypes=float32,bfloat16'):
     assert flag in table.split(), table
   assert any('-m benchmarks.vs_pytorch' in c for c in commands) == torch
-
-
-@pytest.mark.parametrize('stride, padding', [(4, 0), (1, 2)])
-def test_kernel_gradient_as_one_matmul_equals_xlas(stride, padding):
-  """benchmarks/kernel_grad_probe's rule computes the same gradients."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from benchmarks import kernel_grad_probe as probe  # pylint: disable=import-outside-toplevel
-  x = jax.random.normal(jax.random.key(0), (2, 19, 19, 3))
-  k = jax.random.normal(jax.random.key(1), (5, 5, 3, 4))
-  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k, stride, padding)))
-  want = jax.grad(loss(probe.xla_conv), argnums=(0, 1))(x, k)
-  got = jax.grad(loss(probe.conv_kernel_grad_as_matmul), argnums=(0, 1))(x, k)
-  for w, g in zip(want, got):
-    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

@@ -5,6 +5,7 @@ Anything compiled uses the tiny config (width 1/16, 67x67); full-size checks
 go through eval_shape, so nothing of 61M parameters is computed twice.
 """
 
+import contextlib
 import math
 import os
 import subprocess
@@ -389,6 +390,13 @@ def test_validate_unknown_variant():
     validation.validate_model(config)
 
 
+def test_validate_unknown_conv_kernel_grad():
+  config = full_config()
+  config.conv_kernel_grad = 'cudnn'
+  with pytest.raises(UserError, match="conv_kernel_grad 'cudnn'.*xla, patches"):
+    validation.validate_model(config)
+
+
 def test_validate_classes_split_over_towers():
   config = full_config()
   config.model.num_classes = 999
@@ -470,3 +478,64 @@ def test_exported_weights_round_trip_through_npz_without_pickle(tmp_path):
   with pytest.raises(ValueError, match='does not fit'):
     model.import_params(target, {**model.export_params(source),
                                  'conv1/kernel': np.zeros((11, 11, 3, 7))})
+
+
+# --- 10. Convolution kernel gradients as one matrix product -----------------------
+
+
+@pytest.mark.parametrize('stride, padding, dtype', [  # conv1's and conv2's.
+    (4, 0, 'float32'), (1, 2, 'float32'), (1, 2, 'bfloat16')])
+def test_conv_patches_kernel_gradient_equals_autodiff(stride, padding, dtype):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 19, 19, 3)), dtype)
+  k = jnp.asarray(rng.standard_normal((5, 5, 3, 4)), dtype)
+  loss = lambda how: lambda x, k: jnp.sum(jnp.sin(
+      model.conv(x, k, stride, padding, how).astype(jnp.float32)))
+  want = jax.grad(loss('xla'), argnums=(0, 1))(x, k)
+  got = jax.grad(loss('patches'), argnums=(0, 1))(x, k)
+  for w, g in zip(want, got):
+    assert g.dtype == w.dtype
+    assert rel_err(g, w) <= (1e-6 if dtype == 'float32' else 1e-2)
+
+
+# The one-device model (no mesh), and the two ways strategies place the
+# convolutions on 2 devices: `towers` splits the towers, `data` the batch
+# (`hybrid` and `fsdp` place them as `data` does).
+PLACEMENTS = [None, 'towers', 'data']
+
+
+@pytest.mark.parametrize('strategy', PLACEMENTS, ids=lambda s: s or 'one_device')
+def test_patches_kernel_gradients_equal_autodiff_in_every_placement(
+    tiny, single_device, strategy):
+  """Under shard_map the rule's gradient is summed over the mesh axes the
+  batch is split on, as autodiff sums it: the same gradients as autodiff on
+  one device (a missing sum would be off by about half)."""
+  config = tiny['config'].copy_and_resolve_references()
+  config.conv_kernel_grad = 'patches'
+  graphdef = nnx.graphdef(abstract_model(config))
+  state, images, labels = tiny['state'], tiny['images'], tiny['labels']
+  rules, mesh = None, None
+  if strategy:
+    config.strategy = strategy
+    config.mesh.data, config.mesh.model = parallel.strategy_mesh_shape(
+        strategy, 2, 2).values()
+    mesh, rules = parallel.make_mesh(config), parallel.rules(config)
+    state = jax.device_put(state, parallel.param_shardings(
+        model.param_axes(state), rules, mesh))
+    images, labels = jax.device_put((images, labels), parallel.batch_sharding(mesh, rules))
+
+  def loss(state, images, labels):
+    logits = nnx.merge(graphdef, state)(images, train=True, rng=tiny['rng'], rules=rules)
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.take_along_axis(logp, labels[:, None], axis=1).mean()
+
+  with jax.set_mesh(mesh) if mesh else contextlib.nullcontext():
+    # The rule is in use: one custom_vjp per convolution and tower.
+    towers_here = 1 if rules and rules.tower else 2
+    assert str(jax.make_jaxpr(loss)(state, images, labels)).count(
+        'custom_vjp_call') == 5 * towers_here
+    got_loss, got = jax.jit(jax.value_and_grad(loss))(state, images, labels)
+  ref_loss, _, ref_grads = single_device[True]
+  assert rel_err(got_loss, ref_loss) <= 1e-6
+  for (name, g), (_, ref) in zip(named_leaves(got), named_leaves(ref_grads)):
+    assert rel_err(g, ref) <= (1e-6 if mesh is None else 1e-5), name
