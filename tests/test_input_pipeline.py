@@ -535,5 +535,6 @@ def test_input_benchmark_times_the_training_pipeline(tmp_path):
   config = _config(tmp_path, dataset='image_folder', eval_split='validation')
   result = input_benchmark.measure(config, warmup=1, batches=2)
   assert result['images'] == 16 and result['batch_shape'] == [8, 67, 67, 3]
+  assert result['batch_dtype'] == 'uint8'
   assert result['images_per_sec'] > 0 and result['images_per_cpu_sec'] > 0
   assert input_benchmark.measure_decode_only(tmp_path, 8, 1, 2) > 0
