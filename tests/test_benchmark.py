@@ -20,6 +20,11 @@ from alexnet_jax import benchmark
 from alexnet_jax.errors import UserError
 from clirun import ROOT, cli_env, finish
 
+# One pytest-xdist worker runs this file's tests: they share costly module
+# fixtures (training runs, CLI runs, built models), built once there
+# (`--dist loadgroup`; the other files' tests spread one by one).
+pytestmark = pytest.mark.xdist_group('benchmark')
+
 TIMED = ('--steps=2', '--warmup=1', '--repeats=2', '--peak_matmul_size=256')
 # Batch sizes x dtypes in one call, one-device baseline only (4 compiles).
 SWEEP = ('--config=configs/two_gpu.py:tiny', '--strategies=',

@@ -16,6 +16,11 @@ from alexnet_jax.errors import UserError
 from clirun import read_metrics, run_cli
 from configs import two_gpu
 
+# One pytest-xdist worker runs this file's tests: they share costly module
+# fixtures (training runs, CLI runs, built models), built once there
+# (`--dist loadgroup`; the other files' tests spread one by one).
+pytestmark = pytest.mark.xdist_group('evaluate')
+
 STEPS = 12
 RUN = (f'--config.num_train_steps={STEPS}', '--config.checkpoint_every_steps=3',
        '--config.eval_every_steps=6', '--config.log_every_steps=3',

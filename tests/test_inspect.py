@@ -25,6 +25,11 @@ from alexnet_jax import parallel
 from alexnet_jax import step
 from configs import two_gpu
 
+# One pytest-xdist worker runs this file's tests: they share costly module
+# fixtures (training runs, CLI runs, built models), built once there
+# (`--dist loadgroup`; the other files' tests spread one by one).
+pytestmark = pytest.mark.xdist_group('inspect')
+
 FLOAT32 = 4
 # Fig. 2, written out here as the reference the compiled program must match.
 READS_BOTH_TOWERS = ('conv3', 'fc6', 'fc7', 'fc8')

@@ -25,6 +25,11 @@ from alexnet_jax import validation
 from alexnet_jax.errors import UserError
 from configs import default
 
+# One pytest-xdist worker runs this file's tests: they share costly module
+# fixtures (training runs, CLI runs, built models), built once there
+# (`--dist loadgroup`; the other files' tests spread one by one).
+pytestmark = pytest.mark.xdist_group('model')
+
 LAYERS = [layer.name for layer in model.NETWORKS['two_tower'].layers]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -150,11 +150,23 @@ def _remove_files(step_dir):
       path.unlink()
 
 
+@pytest.fixture(scope='module')
+def six_steps(tmp_path_factory, data_dir):
+  """A finished 6-step run, trained once; each test damages its own copy."""
+  workdir = tmp_path_factory.mktemp('six_steps') / 'w'
+  run_cli(workdir, '--config.num_train_steps=6', data_dir=data_dir)
+  return workdir
+
+
+def _copy_of(workdir, tmp_path):
+  import shutil
+  return Path(shutil.copytree(workdir, tmp_path / 'w', symlinks=True))
+
+
 @pytest.mark.parametrize('damage', [_truncate, _remove_files])
 def test_damaged_latest_checkpoint_falls_back_and_keeps_it(
-    tmp_path, data_dir, damage):
-  workdir = tmp_path / 'w'
-  run_cli(workdir, '--config.num_train_steps=6', data_dir=data_dir)
+    tmp_path, data_dir, six_steps, damage):
+  workdir = _copy_of(six_steps, tmp_path)
   assert checkpoint_steps(workdir)[-2:] == [4, 6]
   damage(workdir / 'checkpoints' / '6')
   damaged = {p.relative_to(workdir / 'checkpoints' / '6'): p.read_bytes()
@@ -169,13 +181,15 @@ def test_damaged_latest_checkpoint_falls_back_and_keeps_it(
   assert checkpoint_steps(workdir)[-1] == 8
 
 
-def test_all_checkpoints_damaged_is_an_error_not_a_fresh_start(tmp_path, data_dir):
-  workdir = tmp_path / 'w'
-  run_cli(workdir, data_dir=data_dir)
+def test_all_checkpoints_damaged_is_an_error_not_a_fresh_start(
+    tmp_path, data_dir, six_steps):
+  workdir = _copy_of(six_steps, tmp_path)
+  assert checkpoint_steps(workdir)
   for step in checkpoint_steps(workdir):
     _remove_files(workdir / 'checkpoints' / str(step))
   before = sorted(p for p in workdir.rglob('*'))
-  proc = run_cli(workdir, data_dir=data_dir, check=False)
+  proc = run_cli(workdir, '--config.num_train_steps=6', data_dir=data_dir,
+                 check=False)
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
   message = ' '.join(proc.stderr.split())  # The paragraph, unwrapped.
   assert 'can be read' in message and 'Nothing was deleted' in message

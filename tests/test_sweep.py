@@ -14,6 +14,11 @@ from alexnet_jax import sweep as sweep_lib
 from alexnet_jax.errors import UserError
 from clirun import ROOT, cli_env
 
+# One pytest-xdist worker runs this file's tests: they share costly module
+# fixtures (training runs, CLI runs, built models), built once there
+# (`--dist loadgroup`; the other files' tests spread one by one).
+pytestmark = pytest.mark.xdist_group('sweep')
+
 TWO_POINTS = """\
 '''LRN on and off in the tiny network, and a point that fails.'''
 BASE = 'configs/default.py:tiny'

@@ -7,6 +7,12 @@ import pytest
 
 from clirun import read_metrics, run_cli
 
+# One pytest-xdist worker runs this file's tests: they share costly module
+# fixtures (training runs, CLI runs, built models), built once there
+# (`--dist loadgroup`; the other files' tests spread one by one).
+pytestmark = pytest.mark.xdist_group('train')
+
+
 def tensorboard_scalars(workdir):
   from tensorboard.backend.event_processing import event_accumulator
   acc = event_accumulator.EventAccumulator(str(Path(workdir) / 'tensorboard'))

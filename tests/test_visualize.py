@@ -18,6 +18,11 @@ from alexnet_jax.errors import UserError
 from configs import default
 from configs import one_gpu
 
+# One pytest-xdist worker runs this file's tests: they share costly module
+# fixtures (training runs, CLI runs, built models), built once there
+# (`--dist loadgroup`; the other files' tests spread one by one).
+pytestmark = pytest.mark.xdist_group('visualize')
+
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 FLOAT32 = 4
 
