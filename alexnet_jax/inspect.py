@@ -50,11 +50,14 @@ def abstract_train_inputs(config, mesh):
   # The batch as input_pipeline yields it and step.device_batch places it.
   size = config.image_size
   batch_sharding = parallel.batch_sharding(mesh, parallel.rules(config))
+  # uint8 pixels and each image's (3,) offset and scale (step.normalize).
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(
+      (config.batch_size, *shape), dtype, sharding=batch_sharding)
   batch = {
-      'image': jax.ShapeDtypeStruct((config.batch_size, size, size, 3),
-                                    jnp.float32, sharding=batch_sharding),
-      'label': jax.ShapeDtypeStruct((config.batch_size,), jnp.int32,
-                                    sharding=batch_sharding),
+      'image': spec((size, size, 3), jnp.uint8),
+      'pixel_offset': spec((3,), jnp.float32),
+      'pixel_scale': spec((3,), jnp.float32),
+      'label': spec((), jnp.int32),
   }
   return step.model_graphdef(config), state, batch
 
