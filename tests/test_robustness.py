@@ -531,6 +531,7 @@ def test_ctrl_c_asks_for_a_save_and_a_second_one_stops_at_once(monkeypatch):
   from alexnet_jax import train
   exits = []
   monkeypatch.setattr(train.os, '_exit', exits.append)
+  before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a pytest-xdist worker.
   with train._Stopper() as stopper:  # pylint: disable=protected-access
     assert not stopper.agreed(due=True)
     os.kill(os.getpid(), signal.SIGINT)
@@ -538,7 +539,7 @@ def test_ctrl_c_asks_for_a_save_and_a_second_one_stops_at_once(monkeypatch):
     assert not exits
     os.kill(os.getpid(), signal.SIGINT)
     assert exits == [train.INTERRUPTED_EXIT_CODE]
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is before  # Restored on leaving.
 
 
 def test_a_file_name_that_is_not_utf8_is_read(tmp_path, image_folder):
