@@ -55,8 +55,8 @@ def test_processes_started_with_different_configs_refuse_naming_the_key(
 def test_two_processes_equal_one_save_together_and_name_a_lost_peer(
     tmp_path):
   """One run over two processes: preempted (SIGTERM to one), compared with
-  one process, resumed, then one process killed. One test, so that the
-  processes start and compile three times instead of five."""
+  one process, resumed and process 1 killed, resumed and process 0 killed.
+  One test, so that the processes start and compile four times, not seven."""
   import signal
   import time
   from clirun import read_metrics, start_cli
@@ -124,6 +124,19 @@ def test_two_processes_equal_one_save_together_and_name_a_lost_peer(
   assert 'Run the same command on every host to resume' in message
   assert 'Fatal Python error' not in err and 'Traceback' not in err
   procs[1].communicate()
+
+  # Resumed once more, then the coordinator lost: kill -9 of process 0.
+  done = len(train_rows(workdir))
+  procs = _start_processes(workdir, *long_run, data_dir=data_dir)
+  wait_for_rows(procs, done + 1)  # Past the rows of the attempt before.
+  procs[0].kill()
+  _, err = procs[1].communicate(timeout=300)
+  assert procs[1].returncode == 69, err[-3000:]
+  message = ' '.join(err.split())
+  assert ('error: process 1 of 2 stopped because process 0 (the coordinator)'
+          ' stopped answering') in message
+  assert 'Fatal Python error' not in err and 'Traceback' not in err
+  procs[0].communicate()
 
 
 def test_a_process_that_never_joins_is_named(tmp_path):
