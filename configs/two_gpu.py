@@ -12,8 +12,8 @@ With more than two devices the rest form a data axis.
     python -m alexnet_jax.main --config=configs/two_gpu.py:demo --workdir=/tmp/alexnet-demo
 
 Measured 2026-11-26 on a 2-core AMD EPYC CPU (2 JAX host devices, no
-accelerator, idle): 1,500 steps, 3 min 6 s wall in all (175.6 s in the run),
-98.85% validation top-1 (eval_top1 0.6695 at step 500, 0.953 at 1000).
+accelerator, idle): 1,500 steps, 3 min 8 s wall in all (176.9 s in the run),
+98.00% validation top-1 (eval_top1 0.5505 at step 500, 0.928 at 1000).
 The full recipe has not been run by this project (no ImageNet, no GPU here).
 """
 
