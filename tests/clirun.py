@@ -1,6 +1,9 @@
 """Running the CLIs as a user would, for the end-to-end tests."""
 
+import contextlib
+import io
 import json
+import logging
 import os
 from pathlib import Path
 import subprocess
@@ -54,3 +57,40 @@ def start_cli(workdir, *overrides, **kwargs):
 def read_metrics(workdir):
   return [json.loads(line) for line in
           (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
+
+
+def train_here(workdir, *overrides, config='configs/two_gpu.py:tiny',
+               data_dir=None):
+  """What `python -m alexnet_jax.main` runs, in this process: its checks
+  (`cli.check`), then `train.train_and_evaluate`, on the test worker's two
+  host devices. For tests of what a run writes and says; exit statuses,
+  signals and kills keep real subprocesses (`run_cli`), each of which pays
+  Python, TensorFlow and JAX's start (about 10 s of CPU here).
+
+  Overrides are `--config.key=value` strings, as on the command line. Returns
+  (summary, what the run printed and logged); a UserError propagates.
+  """
+  from alexnet_jax import cli, train  # pylint: disable=import-outside-toplevel
+  path, *arg = config.split(':', 1)
+  cfg = cli.load_config_file(':'.join([str(ROOT / path), *arg]))
+  if data_dir is not None:
+    cfg.data_dir = str(data_dir)
+  for override in overrides:
+    key, value = override.removeprefix('--config.').split('=', 1)
+    *parents, name = key.split('.')
+    node = cfg
+    for parent in parents:
+      node = node[parent]
+    old = node[name]
+    node[name] = (value == 'True' if isinstance(old, bool) else
+                  type(old)(value) if isinstance(old, (int, float)) else value)
+  said = io.StringIO()
+  handler = logging.StreamHandler(said)
+  logging.getLogger().addHandler(handler)
+  try:
+    with contextlib.redirect_stderr(said):
+      cli.check(cfg, workdir=str(workdir), fits=True)
+      summary = train.train_and_evaluate(cfg, str(workdir))
+  finally:
+    logging.getLogger().removeHandler(handler)
+  return summary, said.getvalue()

@@ -1,7 +1,9 @@
 """Gives JAX two host devices before it starts, so every test sees the split."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 from pathlib import Path
@@ -16,6 +18,29 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))  # `configs` is imported as a package.
+
+
+
+def pytest_configure(config):
+  """One persistent compilation cache for the whole suite: the tests start
+  dozens of training runs of the same tiny network, in xdist workers and in
+  subprocesses (which inherit the environment), and each would otherwise
+  compile the same programs again. Made here, before xdist starts its
+  workers, and removed at the end; a cache given from outside is kept."""
+  if hasattr(config, 'workerinput') or 'JAX_COMPILATION_CACHE_DIR' in os.environ:
+    return
+  cache = tempfile.mkdtemp(prefix='alexnet_jax-tests-jax-cache-')
+  config._alexnet_jax_cache = cache
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = cache
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+
+
+def pytest_unconfigure(config):
+  cache = getattr(config, '_alexnet_jax_cache', None)
+  if cache:
+    shutil.rmtree(cache, ignore_errors=True)
+
 
 CIFAR10_JPEG = ROOT.parent / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpoint
-from clirun import read_metrics, run_cli, start_cli
+from alexnet_jax.errors import UserError
+from clirun import read_metrics, run_cli, start_cli, train_here
 
 # Sec. 4.1's colour shift on: it is drawn from the step like the crops, so a
 # resumed run draws what the uninterrupted one drew.
@@ -60,7 +61,8 @@ def assert_trees_equal(a, b):
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
-  run_cli(tmp_path / 'reference', *KILL_RUN, data_dir=data_dir)
+  # The reference runs in this process; the run that is killed is a real one.
+  train_here(tmp_path / 'reference', *KILL_RUN, data_dir=data_dir)
 
   victim = tmp_path / 'killed'
   proc = start_cli(victim, *KILL_RUN, data_dir=data_dir)
@@ -131,9 +133,9 @@ def test_sigterm_saves_now_and_the_next_start_resumes(tmp_path, data_dir,
   step = summary['steps']
   assert checkpoint_steps(workdir) == [step]  # Saved at the signal, not later.
 
-  again = run_cli(workdir, f'--config.num_train_steps={step + 2}',
-                  data_dir=data_dir)
-  assert f'Resumed from the checkpoint at step {step}' in again.stderr
+  _, said = train_here(workdir, f'--config.num_train_steps={step + 2}',
+                       data_dir=data_dir)
+  assert f'Resumed from the checkpoint at step {step}' in said
   assert json.loads((workdir / 'summary.json').read_text())['steps'] == step + 2
 
 
@@ -154,7 +156,7 @@ def _remove_files(step_dir):
 def six_steps(tmp_path_factory, data_dir):
   """A finished 6-step run, trained once; each test damages its own copy."""
   workdir = tmp_path_factory.mktemp('six_steps') / 'w'
-  run_cli(workdir, '--config.num_train_steps=6', data_dir=data_dir)
+  train_here(workdir, '--config.num_train_steps=6', data_dir=data_dir)
   return workdir
 
 
@@ -172,9 +174,9 @@ def test_damaged_latest_checkpoint_falls_back_and_keeps_it(
   damaged = {p.relative_to(workdir / 'checkpoints' / '6'): p.read_bytes()
              for p in (workdir / 'checkpoints' / '6').rglob('*') if p.is_file()}
 
-  again = run_cli(workdir, '--config.num_train_steps=8', data_dir=data_dir)
-  assert 'step 6' in again.stderr and 'cannot be read' in again.stderr
-  assert 'Resumed from the checkpoint at step 4' in again.stderr
+  _, said = train_here(workdir, '--config.num_train_steps=8', data_dir=data_dir)
+  assert 'step 6' in said and 'cannot be read' in said
+  assert 'Resumed from the checkpoint at step 4' in said
   kept = workdir / 'checkpoints_damaged' / '6'
   assert {p.relative_to(kept): p.read_bytes()
           for p in kept.rglob('*') if p.is_file()} == damaged  # Every byte.
@@ -188,10 +190,9 @@ def test_all_checkpoints_damaged_is_an_error_not_a_fresh_start(
   for step in checkpoint_steps(workdir):
     _remove_files(workdir / 'checkpoints' / str(step))
   before = sorted(p for p in workdir.rglob('*'))
-  proc = run_cli(workdir, '--config.num_train_steps=6', data_dir=data_dir,
-                 check=False)
-  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-  message = ' '.join(proc.stderr.split())  # The paragraph, unwrapped.
+  with pytest.raises(UserError) as error:
+    train_here(workdir, '--config.num_train_steps=6', data_dir=data_dir)
+  message = str(error.value)
   assert 'can be read' in message and 'Nothing was deleted' in message
   assert all(p.exists() for p in before)
 
@@ -199,11 +200,11 @@ def test_all_checkpoints_damaged_is_an_error_not_a_fresh_start(
 def test_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(
     tmp_path, data_dir):
   workdir = tmp_path / 'w'
-  proc = run_cli(workdir, '--config.optimizer.learning_rate=1e12',
-                 '--config.num_train_steps=20', '--config.checkpoint_every_steps=1',
-                 '--config.eval_every_steps=100', data_dir=data_dir, check=False)
-  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-  message = ' '.join(proc.stderr.split())
+  with pytest.raises(UserError) as error:
+    train_here(workdir, '--config.optimizer.learning_rate=1e12',
+               '--config.num_train_steps=20', '--config.checkpoint_every_steps=1',
+               '--config.eval_every_steps=100', data_dir=data_dir)
+  message = str(error.value)
   assert 'NaN or Inf at step' in message
   bad_step = int(message.split('NaN or Inf at step ')[1].split(';')[0])
   steps = checkpoint_steps(workdir)
@@ -262,9 +263,9 @@ def test_bad_image_is_named_or_skipped_and_counted(tmp_path, image_folder):
   assert str(bad) in ''.join(proc.stderr.split())
   assert not (tmp_path / 'a' / 'checkpoints').exists()
 
-  proc = run_cli(tmp_path / 'b', *folder_run,
-                 '--config.input.skip_bad_images=True', data_dir=root)
-  assert 'Skipped 1 bad' in ' '.join(proc.stderr.split()) and 'broken.jpg' in proc.stderr
+  _, said = train_here(tmp_path / 'b', *folder_run,
+                       '--config.input.skip_bad_images=True', data_dir=root)
+  assert 'Skipped 1 bad' in ' '.join(said.split()) and 'broken.jpg' in said
   assert json.loads((tmp_path / 'b' / 'summary.json').read_text())['steps'] == 2
 
 
