@@ -1,6 +1,6 @@
 """evaluate and predict on a tiny run trained with Sec. 4.1's colour shift on.
 
-One training run (the CLI, two host devices, one tower each) serves every
+One training run (the train CLI's, two host devices, one tower each) serves every
 test. kill -9 resume with the colour shift on is test_robustness's kill test.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from alexnet_jax import evaluate
 from alexnet_jax import predict
 from alexnet_jax.errors import UserError
-from clirun import read_metrics, run_cli
+from clirun import read_metrics, run_cli, train_here
 from configs import two_gpu
 
 # One pytest-xdist worker runs this file's tests: they share costly module
@@ -35,7 +35,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, data_dir):
   workdir = tmp_path_factory.mktemp('run')
-  run_cli(workdir, *RUN, data_dir=data_dir)
+  train_here(workdir, *RUN, data_dir=data_dir)  # What the train CLI runs.
   return workdir
 
 
