@@ -39,32 +39,42 @@ def _wrap(paragraph: str) -> str:
                                  break_long_words=False))
 
 
-def define_config_flag():
+def define_config_flag(flag_values=flags.FLAGS):
   """`--config=FILE[:ARG]` with `--config.key=value` overrides (locked: no new keys)."""
   return config_flags.DEFINE_config_file(
       'config', None, 'Config file, e.g. configs/two_gpu.py or'
-      ' configs/two_gpu.py:demo.', lock_config=True)
+      ' configs/two_gpu.py:demo.', flag_values=flag_values, lock_config=True)
+
+
+def parse_flags(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
+  """Parses argv (sys.argv: the config flag reads its overrides from there)
+  into flag_values as absl does; UserError for a config file
+  that fails, an unknown flag or config key, or a value of the wrong type
+  (with the nearest keys and the expected type). Returns what absl returns,
+  the arguments left over."""
+  spec = _config_spec(argv)
+  if spec is not None:
+    # Run the file once here, where a failure can be named; the flag
+    # library would let a RuntimeError or SyntaxError out as a traceback.
+    load_config_file(spec)
+  try:
+    return flag_values(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    from alexnet_jax import validation  # pylint: disable=import-outside-toplevel
+    raise UserError(validation.explain_flag_error(
+        str(e), argv, _load_config(argv))) from None
 
 
 def run(main, config_flag) -> None:
   """`absl.app.run` with flag and config errors turned into one paragraph."""
 
   def parse(argv):
-    spec = _config_spec(argv)
-    if spec is not None:
-      try:
-        # Run the file once here, where a failure can be named; the flag
-        # library would let a RuntimeError or SyntaxError out as a traceback.
-        load_config_file(spec)
-      except UserError as e:
-        if _verbose(argv) and e.__cause__ is not None:
-          _print_user_traceback(e.__cause__)
-        fail(str(e))
     try:
-      return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-      from alexnet_jax import validation  # pylint: disable=import-outside-toplevel
-      fail(validation.explain_flag_error(str(e), argv, _load_config(argv)))
+      return parse_flags(argv)
+    except UserError as e:
+      if _verbose(argv) and e.__cause__ is not None:  # The config file's own.
+        _print_user_traceback(e.__cause__)
+      fail(str(e))
 
   def guarded(argv):
     # JAX reports at INFO each backend it did not find (e.g. no TPU); keep the

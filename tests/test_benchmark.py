@@ -20,9 +20,11 @@ from alexnet_jax import benchmark
 from alexnet_jax.errors import UserError
 from clirun import ROOT, cli_env, finish
 
-# One pytest-xdist worker runs this file's tests: they share costly module
-# fixtures (training runs, CLI runs, built models), built once there
-# (`--dist loadgroup`; the other files' tests spread one by one).
+# One pytest-xdist worker runs this file's tests: they share costly fixtures
+# (training runs, CLI runs, built models), built once there (`--dist
+# loadgroup`; the other files' tests spread one by one). The fixtures are
+# session-scoped: the worker may run other files' tests in between, and
+# pytest rebuilds a module fixture each time its file comes back.
 pytestmark = pytest.mark.xdist_group('benchmark')
 
 TIMED = ('--steps=2', '--warmup=1', '--repeats=2', '--peak_matmul_size=256')
@@ -42,7 +44,7 @@ def start_cli(*args, env=None) -> subprocess.Popen:
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def reports(tmp_path_factory):
   """Both runs started at once; the error tests below run while they compile."""
   tmp = tmp_path_factory.mktemp('benchmark')

@@ -16,9 +16,11 @@ from alexnet_jax.errors import UserError
 from clirun import read_metrics, run_cli, train_here
 from configs import two_gpu
 
-# One pytest-xdist worker runs this file's tests: they share costly module
-# fixtures (training runs, CLI runs, built models), built once there
-# (`--dist loadgroup`; the other files' tests spread one by one).
+# One pytest-xdist worker runs this file's tests: they share costly fixtures
+# (training runs, CLI runs, built models), built once there (`--dist
+# loadgroup`; the other files' tests spread one by one). The fixtures are
+# session-scoped: the worker may run other files' tests in between, and
+# pytest rebuilds a module fixture each time its file comes back.
 pytestmark = pytest.mark.xdist_group('evaluate')
 
 STEPS = 12
@@ -27,12 +29,12 @@ RUN = (f'--config.num_train_steps={STEPS}', '--config.checkpoint_every_steps=3',
        '--config.input.pca_lighting=0.1')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('tfds')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def trained(tmp_path_factory, data_dir):
   workdir = tmp_path_factory.mktemp('run')
   train_here(workdir, *RUN, data_dir=data_dir)  # What the train CLI runs.

@@ -61,7 +61,7 @@ def _digests(batches):
 # is 6 steps (4 images dropped).
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def shapes_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('tfds')
 

@@ -25,9 +25,11 @@ from alexnet_jax import parallel
 from alexnet_jax import step
 from configs import two_gpu
 
-# One pytest-xdist worker runs this file's tests: they share costly module
-# fixtures (training runs, CLI runs, built models), built once there
-# (`--dist loadgroup`; the other files' tests spread one by one).
+# One pytest-xdist worker runs this file's tests: they share costly fixtures
+# (training runs, CLI runs, built models), built once there (`--dist
+# loadgroup`; the other files' tests spread one by one). The fixtures are
+# session-scoped: the worker may run other files' tests in between, and
+# pytest rebuilds a module fixture each time its file comes back.
 pytestmark = pytest.mark.xdist_group('inspect')
 
 FLOAT32 = 4
@@ -176,7 +178,7 @@ def start_cli(*args) -> subprocess.Popen:
   return start_module('alexnet_jax.inspect', *args)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def cli_json():
   """The CLI at the tiny size, in a subprocess that runs beside the tests
   compiling in this process (two cores: ~15 s saved)."""

@@ -25,9 +25,11 @@ from alexnet_jax import validation
 from alexnet_jax.errors import UserError
 from configs import default
 
-# One pytest-xdist worker runs this file's tests: they share costly module
-# fixtures (training runs, CLI runs, built models), built once there
-# (`--dist loadgroup`; the other files' tests spread one by one).
+# One pytest-xdist worker runs this file's tests: they share costly fixtures
+# (training runs, CLI runs, built models), built once there (`--dist
+# loadgroup`; the other files' tests spread one by one). The fixtures are
+# session-scoped: the worker may run other files' tests in between, and
+# pytest rebuilds a module fixture each time its file comes back.
 pytestmark = pytest.mark.xdist_group('model')
 
 LAYERS = [layer.name for layer in model.NETWORKS['two_tower'].layers]
@@ -188,7 +190,7 @@ def test_lrn_matches_tensorflow(channels):
 MESHES = {'towers': (1, 2), 'data': (2, 1)}  # (mesh.data, mesh.model).
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def tiny():
   """Tiny model with random parameters, a batch and labels, on device 0."""
   config = tiny_config()
@@ -213,7 +215,7 @@ def loss_fn(graphdef, train):
   return jax.value_and_grad(loss, has_aux=True)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def single_device(tiny):
   """Loss, logits and gradients on one device, no mesh, per mode."""
   out = {}

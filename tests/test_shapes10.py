@@ -29,7 +29,7 @@ def _arrays(builder, split):
   return arrays['image'], arrays['label']
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def prepared(tmp_path_factory):
   """3,000 train and 1,000 validation images at 67 px, and the time taken."""
   start = time.perf_counter()

@@ -14,9 +14,11 @@ from alexnet_jax import sweep as sweep_lib
 from alexnet_jax.errors import UserError
 from clirun import ROOT, cli_env
 
-# One pytest-xdist worker runs this file's tests: they share costly module
-# fixtures (training runs, CLI runs, built models), built once there
-# (`--dist loadgroup`; the other files' tests spread one by one).
+# One pytest-xdist worker runs this file's tests: they share costly fixtures
+# (training runs, CLI runs, built models), built once there (`--dist
+# loadgroup`; the other files' tests spread one by one). The fixtures are
+# session-scoped: the worker may run other files' tests in between, and
+# pytest rebuilds a module fixture each time its file comes back.
 pytestmark = pytest.mark.xdist_group('sweep')
 
 TWO_POINTS = """\
@@ -57,7 +59,7 @@ def table_rows(workdir: Path) -> list[str]:
           for l in lines if l.startswith('| `') and '| 1/1 |' in l]
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def finished(tmp_path_factory):
   """A three-point sweep run to the end with --parallel=2; one point fails."""
   root = tmp_path_factory.mktemp('sweep')

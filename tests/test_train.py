@@ -7,9 +7,11 @@ import pytest
 
 from clirun import read_metrics, run_cli, train_here
 
-# One pytest-xdist worker runs this file's tests: they share costly module
-# fixtures (training runs, CLI runs, built models), built once there
-# (`--dist loadgroup`; the other files' tests spread one by one).
+# One pytest-xdist worker runs this file's tests: they share costly fixtures
+# (training runs, CLI runs, built models), built once there (`--dist
+# loadgroup`; the other files' tests spread one by one). The fixtures are
+# session-scoped: the worker may run other files' tests in between, and
+# pytest rebuilds a module fixture each time its file comes back.
 pytestmark = pytest.mark.xdist_group('train')
 
 
@@ -23,12 +25,12 @@ def tensorboard_scalars(workdir):
           for tag in acc.Tags()['tensors']}
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('tfds')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def trained(tmp_path_factory, data_dir):
   """Four steps of the tiny two-tower net on two devices, then two more."""
   workdir = tmp_path_factory.mktemp('run') / 'workdir'
@@ -104,21 +106,44 @@ def test_workdir_of_another_model_is_refused_and_kept(trained, tmp_path):
     (['--config.optimizer.learning_rate=-0.1'], ['learning_rate must be positive']),
     (['--config.batch_size=0'], ['batch_size must be positive']),
     (['--config.num_train_steps=0'], ['num_train_steps']),
-    (['--config.mesh.data=2', '--config.batch_size=7'],
-     ['does not divide', 'multiple of 2']),
-    (['--config.mesh.model=4'], ['mesh.model must equal']),
+    # Two devices, as this process has (the CLI would give itself four).
+    (['--config.mesh.data=2', '--config.mesh.model=1', '--config.strategy=data',
+      '--config.batch_size=7'], ['does not divide', 'multiple of 2']),
+    (['--config.mesh.model=1'], ['mesh.model must equal']),
     (['--config.image_size=50'], ['smallest image size that works is 67']),
     (['--config.model.variant=vgg'], ['Unknown model.variant']),
     (['--config.strategy=pipeline'], ['Unknown strategy']),
     (['--config.dataset=no_such_dataset'], ["'no_such_dataset'"]),
 ])
-def test_bad_configs_stop_with_one_paragraph(tmp_path, overrides, words):
-  proc = run_cli(tmp_path / 'w', *overrides, check=False)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert 'error: ' in proc.stderr and 'Traceback' not in proc.stderr
+def test_bad_configs_stop_with_one_paragraph(tmp_path, monkeypatch, overrides,
+                                             words):
+  """main's steps, in this process and in main's order: the flags
+  (`cli.parse_flags`), the config against the devices (`cli.check`), then
+  `train_and_evaluate`, which checks the dataset before anything else."""
+  import sys
+  from absl import flags
+  from alexnet_jax import cli
+  from alexnet_jax.errors import UserError
+  flag_values = flags.FlagValues()
+  config = cli.define_config_flag(flag_values)
+  argv = ['main', '--config=configs/two_gpu.py:tiny', *overrides]
+  monkeypatch.setattr(sys, 'argv', argv)  # Where the config flag reads overrides.
+  with pytest.raises(UserError) as error:
+    cli.parse_flags(argv, flag_values)
+    cli.check(config.value, workdir=str(tmp_path / 'w'), fits=True)
+    from alexnet_jax import train  # What main runs next (the dataset's checks).
+    train.train_and_evaluate(config.value, str(tmp_path / 'w'))
   for word in words:
-    assert word in ' '.join(proc.stderr.split()), proc.stderr
+    assert word in ' '.join(str(error.value).split()), str(error.value)
   assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
+def test_a_bad_flag_is_one_paragraph_and_exit_2_from_the_cli(tmp_path):
+  proc = run_cli(tmp_path / 'w', '--config.learning_rat=0.1', check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr
+  assert 'optimizer.learning_rate' in ' '.join(proc.stderr.split())
+  assert not (tmp_path / 'w').exists()
 
 
 def test_two_towers_on_one_device_stops_before_compiling(tmp_path):

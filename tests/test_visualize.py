@@ -18,9 +18,11 @@ from alexnet_jax.errors import UserError
 from configs import default
 from configs import one_gpu
 
-# One pytest-xdist worker runs this file's tests: they share costly module
-# fixtures (training runs, CLI runs, built models), built once there
-# (`--dist loadgroup`; the other files' tests spread one by one).
+# One pytest-xdist worker runs this file's tests: they share costly fixtures
+# (training runs, CLI runs, built models), built once there (`--dist
+# loadgroup`; the other files' tests spread one by one). The fixtures are
+# session-scoped: the worker may run other files' tests in between, and
+# pytest rebuilds a module fixture each time its file comes back.
 pytestmark = pytest.mark.xdist_group('visualize')
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -40,7 +42,7 @@ def crossing_keys(rows):
 # --- Architecture --------------------------------------------------------------------
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def two_gpu_clis(tmp_path_factory):
   """`visualize architecture` and `inspect --json` on the same tiny config, as
   two programs: started by the first test so that their compiles overlap
@@ -131,7 +133,7 @@ def test_architecture_draws_exactly_the_collectives_inspect_lists(two_gpu_clis):
 # --- Kernels -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def trained_workdir(tmp_path_factory):
   """Four steps of the tiny two-tower net, one tower per device."""
   from alexnet_jax import train  # pylint: disable=import-outside-toplevel
