@@ -447,11 +447,13 @@ def _train_image(config, stats, encoded, seed):
     offset = (0, 0)
   window = _decode_window(
       encoded, lambda shape: _window(shape, outer, size, offset))
+  image = _to_pixels(_resize(window, size))
   if config.input.random_flip:  # Sec. 4.1: horizontal reflections.
     flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-    # Reversed along [1] or along [] (no flip): cheaper than a tf.cond.
-    window = tf.reverse(window, tf.slice([1], [0], [tf.cast(flip, tf.int32)]))
-  image = _to_pixels(_resize(window, size))
+    # Of the resized uint8 patch, fewer bytes than the window (resizing
+    # commutes with the flip). Reversed along [1] or along [] (no flip):
+    # cheaper than a tf.cond.
+    image = tf.reverse(image, tf.slice([1], [0], [tf.cast(flip, tf.int32)]))
   shift = None
   if config.input.pca_lighting:
     shift = _pca_shift(config, stats,

@@ -3,7 +3,8 @@
     pip install -r requirements.txt -r benchmarks/requirements.txt
     python -m benchmarks.vs_pytorch --config=configs/two_gpu.py \
         [--batch_size=32] [--dtype=float32] [--strategies=towers] \
-        [--steps=3] [--warmup=1] [--repeats=5] [--json=FILE]
+        [--steps=3] [--warmup=1] [--repeats=5] [--json=FILE] \
+        [--kernel_grads=xla,patches]
 
 1. Builds the network of `config.model.variant` in PyTorch from the same
    layer table (model.NETWORKS): one `nn.Conv2d` per layer, `groups=2` where
@@ -228,8 +229,13 @@ def run_torch(train_step, images, labels, steps: int, device) -> float:
 
 
 def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
-            command, say=lambda message: None) -> dict:
-  """Agreement check, then alternating timings; returns the report."""
+            command, kernel_grads=(), say=lambda message: None) -> dict:
+  """Agreement check, then alternating timings; returns the report.
+
+  `kernel_grads`: the `conv_kernel_grad` settings to time, each JAX placement
+  once per setting (named `placement+setting` unless it is the config's own);
+  empty: the config's alone.
+  """
   torch = _torch()
   say('checking that both networks give the same logits...')
   check = agreement(config)
@@ -249,14 +255,22 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
   if device.type == 'cuda' and not torch.cuda.is_available():
     raise UserError('JAX runs on a GPU but this PyTorch has no CUDA: install'
                     ' the CUDA build (benchmarks/gpu.sh does).')
-  runs = benchmark.placements(config, strategies=list(strategies),
-                              num_devices=jax.device_count(),
-                              batch_size=batch_size, dtype=dtype)
+  runs = []
+  for kernel_grad in kernel_grads or (config.conv_kernel_grad,):
+    variant = config.copy_and_resolve_references()
+    variant.conv_kernel_grad = kernel_grad
+    for p in benchmark.placements(variant, strategies=list(strategies),
+                                  num_devices=jax.device_count(),
+                                  batch_size=batch_size, dtype=dtype):
+      if kernel_grad != config.conv_kernel_grad:
+        p.name = f'{p.name}+{kernel_grad}'
+      runs.append(p)
   host = benchmark.synthetic_batch(runs[0].config)
   graphdef, host_state = benchmark.initial_state(config)
   for p in runs:
     say(f'JAX {p.name}: compiling...')
     benchmark.prepare(p, graphdef, host_state, host)
+    say(f'JAX {p.name}: compiled in {p.compile_seconds:.1f} s.')
     benchmark.run_steps(p, warmup)
 
   float_config = config.copy_and_resolve_references()
@@ -284,11 +298,13 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
   torch_median = statistics.median(rates['pytorch'])
   rows = []
   for name, r in rates.items():
+    run = next((p for p in runs if p.name == name), None)
     rows.append({
         'name': name,
         'framework': 'pytorch' if name == 'pytorch' else 'jax',
-        'devices': (1 if name == 'pytorch' else
-                    next(p for p in runs if p.name == name).mesh.devices.size),
+        'devices': 1 if run is None else run.mesh.devices.size,
+        'conv_kernel_grad': None if run is None else run.config.conv_kernel_grad,
+        'compile_seconds': None if run is None else run.compile_seconds,
         'images_per_sec': r,
         'median_images_per_sec': statistics.median(r),
         'ratio_to_pytorch': statistics.median(r) / torch_median,
@@ -334,14 +350,15 @@ def format_report(r: dict) -> str:
       ' warm-up step(s), alternating; medians over repeats.',
       '']
   rows = [[p['name'], p['framework'], str(p['devices']),
+           '' if p.get('compile_seconds') is None else f'{p["compile_seconds"]:.1f}',
            f'{p["median_images_per_sec"]:.1f}',
            ' '.join(f'{x:.1f}' for x in p['images_per_sec']),
            f'{p["ratio_to_pytorch"]:.2f}',
            ' '.join(f'{x:.2f}' for x in p['paired_ratios'])]
           for p in r['rows']]
   lines += cli.format_table(
-      ['run', 'framework', 'devices', 'images/s', 'per repeat', 'vs PyTorch',
-       'per-repeat ratios'], rows, right={2, 3, 5})
+      ['run', 'framework', 'devices', 'compile s', 'images/s', 'per repeat',
+       'vs PyTorch', 'per-repeat ratios'], rows, right={2, 3, 4, 6})
   return '\n'.join(lines)
 
 
@@ -351,6 +368,11 @@ def main(argv):
   dtype = _DTYPE.value or config.dtype
   batch_size = _BATCH_SIZE.value or config.batch_size
   strategies = tuple(s for s in _STRATEGIES.value.split(',') if s)
+  kernel_grads = tuple(k for k in _KERNEL_GRADS.value.split(',') if k)
+  for kernel_grad in kernel_grads:
+    if kernel_grad not in model_lib.CONV_KERNEL_GRADS:
+      raise UserError(f'--kernel_grads: unknown conv_kernel_grad {kernel_grad!r};'
+                      f' choose from {", ".join(model_lib.CONV_KERNEL_GRADS)}.')
   options = benchmark.Options(strategies=strategies, batch_sizes=(batch_size,),
                               dtypes=(dtype,), steps=_STEPS.value,
                               warmup=_WARMUP.value, repeats=_REPEATS.value)
@@ -364,7 +386,7 @@ def main(argv):
       config, strategies=strategies, batch_size=batch_size, dtype=dtype,
       steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
       command=shlex.join(['python', '-m', 'benchmarks.vs_pytorch', *sys.argv[1:]]),
-      say=say)
+      kernel_grads=kernel_grads, say=say)
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(report, f, indent=1)
@@ -383,4 +405,7 @@ if __name__ == '__main__':
   _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compiling.')
   _REPEATS = flags.DEFINE_integer('repeats', 5, 'Alternating repeats; medians reported.')
   _JSON = flags.DEFINE_string('json', '', 'Also write the report to this file.')
+  _KERNEL_GRADS = flags.DEFINE_string(
+      'kernel_grads', '', 'conv_kernel_grad settings to time side by side,'
+      ' comma-separated (e.g. xla,patches); empty: the config\'s alone.')
   cli.run(main, _CONFIG)

@@ -239,3 +239,11 @@ def test_workdir_that_is_not_writable(tmp_path, monkeypatch):
   with pytest.raises(UserError, match='not writable'):
     validation.validate(two_gpu.get_config('tiny'), num_devices=2,
                         workdir=str(tmp_path / 'new'))
+
+
+def test_this_file_runs_on_one_worker(request):
+  """Under `--dist loadgroup` the xdist_group mark puts this file's tests, and
+  their shared fixtures, on one worker. pytest-xdist 3.8 does it by renaming
+  each test's nodeid, which pytest 9.2 silently ignores (hence pytest 8.4.2)."""
+  if getattr(request.config.option, 'loadgroup', False):
+    assert request.node.nodeid.endswith('@train')
