@@ -42,6 +42,20 @@ def pytest_unconfigure(config):
     shutil.rmtree(cache, ignore_errors=True)
 
 
+# Files by their longest test or shared fixture, longest first: pytest-xdist
+# hands tests (a group as one unit) to whichever worker is free, in this
+# order, so no long one starts last while the other worker idles.
+_LONGEST_FIRST = ('test_multiprocess', 'test_robustness', 'test_train',
+                  'test_strategies', 'test_sweep', 'test_model', 'test_benchmark',
+                  'test_visualize', 'test_evaluate', 'test_inspect')
+
+
+def pytest_collection_modifyitems(items):
+  rank = lambda item: (_LONGEST_FIRST.index(item.path.stem)
+                       if item.path.stem in _LONGEST_FIRST else len(_LONGEST_FIRST))
+  items.sort(key=rank)  # Stable: within a file, the order it defines.
+
+
 CIFAR10_JPEG = ROOT.parent / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'
 
 
