@@ -268,6 +268,24 @@ def test_pytorch_twin_gives_the_same_logits():
   assert not wrong['agrees'], wrong
 
 
+def test_pytorch_comparison_times_each_kernel_gradient_side_by_side():
+  _torch_or_skip()
+  from benchmarks import vs_pytorch  # pylint: disable=import-outside-toplevel
+  report = vs_pytorch.compare(
+      _tiny_config(), strategies=('towers',), batch_size=8, dtype='float32',
+      steps=1, warmup=0, repeats=2, command='test',
+      kernel_grads=('xla', 'patches'))
+  rows = {r['name']: r for r in report['rows']}
+  assert list(rows) == ['pytorch', 'one_device', 'towers',
+                        'one_device+patches', 'towers+patches']
+  assert [rows[n]['conv_kernel_grad'] for n in list(rows)[1:]] == [
+      'xla', 'xla', 'patches', 'patches']
+  for name, row in rows.items():
+    assert len(row['images_per_sec']) == 2 and min(row['images_per_sec']) > 0
+    assert row['ratio_to_pytorch'] > 0
+    assert (row['compile_seconds'] is None) == (name == 'pytorch')
+
+
 def test_pytorch_twin_of_the_2012_net_has_caffes_parameter_count():
   _torch_or_skip()
   from flax import nnx  # pylint: disable=import-outside-toplevel
