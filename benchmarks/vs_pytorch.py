@@ -219,10 +219,11 @@ def torch_train_step(net, config, device, dtype: str):
 
 def run_torch(train_step, images, labels, steps: int, device) -> float:
   torch = _torch()
-  start = time.perf_counter()
+  start, loss = time.perf_counter(), None
   for _ in range(steps):
     loss = train_step(images, labels)
-  loss.item()  # Waits for the last step.
+  if loss is not None:  # --warmup=0 runs no step.
+    loss.item()  # Waits for the last step.
   if device.type == 'cuda':
     torch.cuda.synchronize()
   return time.perf_counter() - start
