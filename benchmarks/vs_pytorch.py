@@ -229,6 +229,28 @@ def run_torch(train_step, images, labels, steps: int, device) -> float:
   return time.perf_counter() - start
 
 
+def jax_runs(config, strategies, batch_size, dtype, kernel_grads=()):
+  """The JAX placements to time (benchmark.Placement, not yet compiled), each
+  once per `conv_kernel_grad` setting in kernel_grads (named
+  `placement+setting` unless it is the config's own; empty: the config's
+  alone), with the graphdef of each setting and the one initial state."""
+  runs, graphdefs = [], {}
+  _, host_state = benchmark.initial_state(config)
+  for kernel_grad in kernel_grads or (config.conv_kernel_grad,):
+    variant = config.copy_and_resolve_references()
+    variant.conv_kernel_grad = kernel_grad
+    # The setting lives in the model's modules, so in the graphdef; the state
+    # (the same numbers) is shared.
+    graphdefs[kernel_grad] = benchmark.initial_state(variant)[0]
+    for p in benchmark.placements(variant, strategies=list(strategies),
+                                  num_devices=jax.device_count(),
+                                  batch_size=batch_size, dtype=dtype):
+      if kernel_grad != config.conv_kernel_grad:
+        p.name = f'{p.name}+{kernel_grad}'
+      runs.append(p)
+  return runs, graphdefs, host_state
+
+
 def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
             command, kernel_grads=(), say=lambda message: None) -> dict:
   """Agreement check, then alternating timings; returns the report.
@@ -256,21 +278,12 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
   if device.type == 'cuda' and not torch.cuda.is_available():
     raise UserError('JAX runs on a GPU but this PyTorch has no CUDA: install'
                     ' the CUDA build (benchmarks/gpu.sh does).')
-  runs = []
-  for kernel_grad in kernel_grads or (config.conv_kernel_grad,):
-    variant = config.copy_and_resolve_references()
-    variant.conv_kernel_grad = kernel_grad
-    for p in benchmark.placements(variant, strategies=list(strategies),
-                                  num_devices=jax.device_count(),
-                                  batch_size=batch_size, dtype=dtype):
-      if kernel_grad != config.conv_kernel_grad:
-        p.name = f'{p.name}+{kernel_grad}'
-      runs.append(p)
+  runs, graphdefs, host_state = jax_runs(config, strategies, batch_size, dtype,
+                                         kernel_grads)
   host = benchmark.synthetic_batch(runs[0].config)
-  graphdef, host_state = benchmark.initial_state(config)
   for p in runs:
     say(f'JAX {p.name}: compiling...')
-    benchmark.prepare(p, graphdef, host_state, host)
+    benchmark.prepare(p, graphdefs[p.config.conv_kernel_grad], host_state, host)
     say(f'JAX {p.name}: compiled in {p.compile_seconds:.1f} s.')
     benchmark.run_steps(p, warmup)
 

@@ -286,6 +286,23 @@ def test_pytorch_comparison_times_each_kernel_gradient_side_by_side():
     assert (row['compile_seconds'] is None) == (name == 'pytorch')
 
 
+def test_each_kernel_gradient_setting_compiles_its_own_step():
+  """The setting lives in the graphdef: each run must be built from its own
+  (patches: matrix products in a loop over kernel rows, one more HLO while
+  per convolution)."""
+  from benchmarks import vs_pytorch  # pylint: disable=import-outside-toplevel
+  config = _tiny_config()
+  runs, graphdefs, state = vs_pytorch.jax_runs(
+      config, (), 8, 'float32', kernel_grads=('xla', 'patches'))
+  assert [p.name for p in runs] == ['one_device', 'one_device+patches']
+  host = benchmark.synthetic_batch(runs[0].config)
+  texts = []
+  for p in runs:
+    benchmark.prepare(p, graphdefs[p.config.conv_kernel_grad], state, host)
+    texts.append(p.step.as_text())
+  assert texts[1].count(' while(') > texts[0].count(' while(')
+
+
 def test_pytorch_twin_of_the_2012_net_has_caffes_parameter_count():
   _torch_or_skip()
   from flax import nnx  # pylint: disable=import-outside-toplevel
