@@ -39,16 +39,29 @@ def _wrap(paragraph: str) -> str:
                                  break_long_words=False))
 
 
-def define_config_flag(flag_values=flags.FLAGS):
-  """`--config=FILE[:ARG]` with `--config.key=value` overrides (locked: no new keys)."""
+def define_config_flag(flag_values=flags.FLAGS, sys_argv=None):
+  """`--config=FILE[:ARG]` with `--config.key=value` overrides (locked: no new
+  keys). The flag reads the overrides from sys_argv, or sys.argv."""
   return config_flags.DEFINE_config_file(
       'config', None, 'Config file, e.g. configs/two_gpu.py or'
-      ' configs/two_gpu.py:demo.', flag_values=flag_values, lock_config=True)
+      ' configs/two_gpu.py:demo.', flag_values=flag_values, lock_config=True,
+      sys_argv=sys_argv)
+
+
+def config_from_args(argv: list[str]) -> ml_collections.ConfigDict:
+  """The config that a command given argv (`--config=FILE[:ARG]` and
+  `--config.key=value` overrides, after the program's name) would run with,
+  parsed on flags of its own rather than absl's global ones: for running a
+  command's steps inside another program (the tests). UserError as
+  `parse_flags`."""
+  flag_values = flags.FlagValues()
+  config = define_config_flag(flag_values, sys_argv=argv)
+  parse_flags(argv, flag_values)
+  return config.value
 
 
 def parse_flags(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
-  """Parses argv (sys.argv: the config flag reads its overrides from there)
-  into flag_values as absl does; UserError for a config file
+  """Parses argv into flag_values as absl does; UserError for a config file
   that fails, an unknown flag or config key, or a value of the wrong type
   (with the nearest keys and the expected type). Returns what absl returns,
   the arguments left over."""

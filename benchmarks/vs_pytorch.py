@@ -234,14 +234,14 @@ def jax_runs(config, strategies, batch_size, dtype, kernel_grads=()):
   once per `conv_kernel_grad` setting in kernel_grads (named
   `placement+setting` unless it is the config's own; empty: the config's
   alone), with the graphdef of each setting and the one initial state."""
-  runs, graphdefs = [], {}
-  _, host_state = benchmark.initial_state(config)
+  runs, graphdefs, host_state = [], {}, None
   for kernel_grad in kernel_grads or (config.conv_kernel_grad,):
     variant = config.copy_and_resolve_references()
     variant.conv_kernel_grad = kernel_grad
     # The setting lives in the model's modules, so in the graphdef; the state
-    # (the same numbers) is shared.
-    graphdefs[kernel_grad] = benchmark.initial_state(variant)[0]
+    # (the same numbers for every setting) is kept once.
+    graphdefs[kernel_grad], state = benchmark.initial_state(variant)
+    host_state = state if host_state is None else host_state
     for p in benchmark.placements(variant, strategies=list(strategies),
                                   num_devices=jax.device_count(),
                                   batch_size=batch_size, dtype=dtype):

@@ -72,18 +72,9 @@ def train_here(workdir, *overrides, config='configs/two_gpu.py:tiny',
   """
   from alexnet_jax import cli, train  # pylint: disable=import-outside-toplevel
   path, *arg = config.split(':', 1)
-  cfg = cli.load_config_file(':'.join([str(ROOT / path), *arg]))
-  if data_dir is not None:
-    cfg.data_dir = str(data_dir)
-  for override in overrides:
-    key, value = override.removeprefix('--config.').split('=', 1)
-    *parents, name = key.split('.')
-    node = cfg
-    for parent in parents:
-      node = node[parent]
-    old = node[name]
-    node[name] = (value == 'True' if isinstance(old, bool) else
-                  type(old)(value) if isinstance(old, (int, float)) else value)
+  data = [] if data_dir is None else [f'--config.data_dir={data_dir}']
+  cfg = cli.config_from_args(
+      ['main', f'--config={":".join([str(ROOT / path), *arg])}', *overrides, *data])
   said = io.StringIO()
   handler = logging.StreamHandler(said)
   logging.getLogger().addHandler(handler)

@@ -20,7 +20,6 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))  # `configs` is imported as a package.
 
 
-
 def pytest_configure(config):
   """One persistent compilation cache for the whole suite: the tests start
   dozens of training runs of the same tiny network, in xdist workers and in

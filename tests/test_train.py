@@ -118,24 +118,18 @@ def test_workdir_of_another_model_is_refused_and_kept(trained, tmp_path):
     (['--config.strategy=pipeline'], ['Unknown strategy']),
     (['--config.dataset=no_such_dataset'], ["'no_such_dataset'"]),
 ])
-def test_bad_configs_stop_with_one_paragraph(tmp_path, monkeypatch, overrides,
-                                             words):
+def test_bad_configs_stop_with_one_paragraph(tmp_path, overrides, words):
   """main's steps, in this process and in main's order: the flags
-  (`cli.parse_flags`), the config against the devices (`cli.check`), then
-  `train_and_evaluate`, which checks the dataset before anything else."""
-  import sys
-  from absl import flags
+  (`cli.config_from_args`), the config against the devices (`cli.check`),
+  then `train_and_evaluate`, which checks the dataset before anything else."""
   from alexnet_jax import cli
+  from alexnet_jax import train
   from alexnet_jax.errors import UserError
-  flag_values = flags.FlagValues()
-  config = cli.define_config_flag(flag_values)
-  argv = ['main', '--config=configs/two_gpu.py:tiny', *overrides]
-  monkeypatch.setattr(sys, 'argv', argv)  # Where the config flag reads overrides.
   with pytest.raises(UserError) as error:
-    cli.parse_flags(argv, flag_values)
-    cli.check(config.value, workdir=str(tmp_path / 'w'), fits=True)
-    from alexnet_jax import train  # What main runs next (the dataset's checks).
-    train.train_and_evaluate(config.value, str(tmp_path / 'w'))
+    config = cli.config_from_args(
+        ['main', '--config=configs/two_gpu.py:tiny', *overrides])
+    cli.check(config, workdir=str(tmp_path / 'w'), fits=True)
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
   for word in words:
     assert word in ' '.join(str(error.value).split()), str(error.value)
   assert not (tmp_path / 'w' / 'checkpoints').exists()
