@@ -3,17 +3,23 @@
 # table (strategies x batch sizes x dtypes), the PyTorch comparison (GPU), all
 # written to one results folder. Called by benchmarks/gpu.sh and tpu.sh.
 #
-#   bash benchmarks/run.sh gpu|tpu [--dry-run | --cpu-smoke]
+#   bash benchmarks/run.sh gpu|tpu [--dry-run | --cpu-smoke | --preinstalled]
 #
-#   --dry-run    print every command, run none (no install, no device needed)
-#   --cpu-smoke  the same steps on CPU at the tiny size, with the Python that
-#                is already set up (no install): checks the script itself
+#   --dry-run       print every command, run none (no install, no device needed)
+#   --cpu-smoke     the same steps on CPU at the tiny size, with the Python that
+#                   is already set up (no install): checks the script itself
+#   --preinstalled  the full size with $PYTHON as it is, no venv, no install:
+#                   for a machine that already has JAX for its accelerator
+#                   (and PyTorch), e.g. one without network access
 #
 # Environment: PYTHON (default python3), VENV (default .venv-KIND),
 # RESULTS (default benchmarks/results/KIND-UTCDATE).
-set -euo pipefail
+#
+# One failing step does not stop the others (their results are still worth
+# having); the script then exits 1 and names the steps that failed.
+set -uo pipefail
 
-KIND=${1:?usage: run.sh gpu|tpu [--dry-run|--cpu-smoke]}
+KIND=${1:?usage: run.sh gpu|tpu [--dry-run|--cpu-smoke|--preinstalled]}
 MODE=${2:-run}
 cd "$(dirname "$0")/.."
 
@@ -27,7 +33,7 @@ PYTHON=${PYTHON:-python3}
 # Full size, as the README's results: the paper's net at 227x227.
 CONFIG=configs/two_gpu.py
 BATCH_SIZES=128,256,512
-DTYPES=float32,bfloat16
+DTYPES=(bfloat16 float32)  # bfloat16 first: the figures the bars are about.
 TIMING=(--steps=20 --warmup=3 --repeats=5)
 VS_TIMING=(--steps=20 --warmup=3 --repeats=5)
 VS_BATCH=256
@@ -40,7 +46,7 @@ case "$KIND" in
 esac
 
 case "$MODE" in
-  run|--dry-run) ;;
+  run|--dry-run|--preinstalled) ;;
   --cpu-smoke)
     # The same steps at the test size, on CPU, with the Python given.
     CONFIG=configs/two_gpu.py:tiny
@@ -50,59 +56,94 @@ case "$MODE" in
     VS_BATCH=8
     export JAX_PLATFORMS=cpu
     ;;
-  *) echo "run.sh: unknown option '$MODE' (--dry-run or --cpu-smoke)" >&2; exit 2 ;;
+  *) echo "run.sh: unknown option '$MODE' (--dry-run, --cpu-smoke or --preinstalled)" >&2
+     exit 2 ;;
 esac
 
-run() {
+FAILED=()
+run() {  # run COMMAND...: a failure is noted, and the next step still runs.
   echo "+ $*" >&2
-  if [[ "$MODE" != --dry-run ]]; then "$@"; fi
+  if [[ "$MODE" != --dry-run ]]; then
+    "$@" || { echo "run.sh: FAILED (exit $?): $*" >&2; FAILED+=("$1 ${*:2:3}"); }
+  fi
 }
 
 run_to() {  # run_to FILE COMMAND...: stdout to FILE.
   local out=$1; shift
   echo "+ $* > $out" >&2
-  if [[ "$MODE" != --dry-run ]]; then "$@" > "$out"; fi
+  if [[ "$MODE" != --dry-run ]]; then
+    "$@" > "$out" || { echo "run.sh: FAILED (exit $?): $*" >&2; FAILED+=("$*"); }
+  fi
 }
 
-if [[ "$MODE" == --cpu-smoke ]]; then
-  PY="$PYTHON"
-else
+if [[ "$MODE" == run || "$MODE" == --dry-run ]]; then
   PY="$VENV/bin/python"
-  run "$PYTHON" -m venv "$VENV"
-  run "$PY" -m pip install -q -r requirements.txt "$EXTRA" ${TORCH:+"$TORCH"}
+  echo "+ $PYTHON -m venv $VENV" >&2
+  echo "+ $PY -m pip install -q -r requirements.txt $EXTRA${TORCH:+ $TORCH}" >&2
+  if [[ "$MODE" == run ]]; then
+    # Without its install nothing below can run: stop here.
+    "$PYTHON" -m venv "$VENV" && "$PY" -m pip install -q -r requirements.txt \
+      "$EXTRA" ${TORCH:+"$TORCH"} || { echo "run.sh: the install failed" >&2; exit 1; }
+  fi
+else
+  PY="$PYTHON"
 fi
 run mkdir -p "$RESULTS"
+# The programs of one setting compile once for the table and again for the
+# PyTorch comparison: one cache for both.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/alexnet_jax-bench-cache}
 
-# What the machine is, next to the figures.
-if [[ "$MODE" == run && "$KIND" == gpu ]]; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
-    > "$RESULTS/nvidia-smi.csv" || true
+# What the machine and the software are, next to the figures.
+if [[ "$MODE" != --dry-run ]]; then
+  {
+    if [[ "$KIND" == gpu && "$MODE" != --cpu-smoke ]]; then
+      nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    fi
+    "$PY" -c 'import sys, jax, flax, optax; print("python", sys.version.split()[0]);
+print("jax", jax.__version__, "| flax", flax.__version__, "| optax", optax.__version__);
+print("devices", jax.devices())'
+  } > "$RESULTS/versions.txt" 2>&1
 fi
 
 # Several devices: every strategy that fits; one device: the baseline alone.
 STRATEGIES=all
 [[ "$MODE" != --cpu-smoke ]] || STRATEGIES=towers
-if [[ "$MODE" == run ]]; then
-  DEVICES=$("$PY" -c 'import jax; print(jax.device_count())')
+if [[ "$MODE" == run || "$MODE" == --preinstalled ]]; then
+  DEVICES=$("$PY" -c 'import jax; print(jax.device_count())') || DEVICES=1
   [[ "$DEVICES" -gt 1 ]] || STRATEGIES=
 fi
 
-run "$PY" -m alexnet_jax.benchmark --config="$CONFIG" --strategies="$STRATEGIES" \
-  --batch_sizes="$BATCH_SIZES" --dtypes="$DTYPES" "${TIMING[@]}" \
-  --json="$RESULTS/benchmark.json"
-# The same rows as the README's table.
-run_to "$RESULTS/benchmark.md" "$PY" -m alexnet_jax.benchmark \
-  --config="$CONFIG" --markdown_from="$RESULTS/benchmark.json"
-
+HAVE_TORCH=
 if [[ -n "$TORCH" ]]; then
-  if [[ "$MODE" == --cpu-smoke ]] && ! "$PY" -c 'import torch' 2>/dev/null; then
-    echo "run.sh: PyTorch is not importable by $PY; skipping vs_pytorch" >&2
+  if [[ "$MODE" == --dry-run ]] || "$PY" -c 'import torch' 2>/dev/null; then
+    HAVE_TORCH=1
   else
-    for DTYPE in bfloat16 float32; do
-      run "$PY" -m benchmarks.vs_pytorch --config="$CONFIG" --strategies= \
-        --batch_size="$VS_BATCH" --dtype="$DTYPE" "${VS_TIMING[@]}" \
-        --json="$RESULTS/vs_pytorch-$DTYPE.json"
-    done
+    echo "run.sh: PyTorch is not importable by $PY; skipping vs_pytorch" >&2
+    [[ "$MODE" == --cpu-smoke ]] || FAILED+=("import torch")
   fi
 fi
+
+# Per dtype, bfloat16 first (the figures the bars are about): the table, then
+# the PyTorch comparison, so that a run cut short keeps what it finished.
+for DTYPE in "${DTYPES[@]}"; do
+  run "$PY" -m alexnet_jax.benchmark --config="$CONFIG" --strategies="$STRATEGIES" \
+    --batch_sizes="$BATCH_SIZES" --dtypes="$DTYPE" "${TIMING[@]}" \
+    --json="$RESULTS/benchmark-$DTYPE.json"
+  # The same rows as the README's table.
+  if [[ "$MODE" == --dry-run || -e "$RESULTS/benchmark-$DTYPE.json" ]]; then
+    run_to "$RESULTS/benchmark-$DTYPE.md" "$PY" -m alexnet_jax.benchmark \
+      --config="$CONFIG" --markdown_from="$RESULTS/benchmark-$DTYPE.json"
+  fi
+  if [[ -n "$HAVE_TORCH" ]]; then
+    # Both kernel gradients: XLA's (cuDNN's on a GPU) and model.conv's
+    # matrix-product one (the faster on CPU; on this device?).
+    run "$PY" -m benchmarks.vs_pytorch --config="$CONFIG" --strategies= \
+      --batch_size="$VS_BATCH" --dtype="$DTYPE" "${VS_TIMING[@]}" \
+      --kernel_grads=xla,patches --json="$RESULTS/vs_pytorch-$DTYPE.json"
+  fi
+done
 echo "run.sh: results in $RESULTS" >&2
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  printf 'run.sh: failed: %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi

@@ -339,9 +339,14 @@ def test_accelerator_script_plans_the_pinned_installs_and_the_full_table(
   install = next(c for c in commands if ' pip install ' in c)
   assert f'{extra}=={pins["jax"]}' in install and '-r requirements.txt' in install
   assert (f'torch=={torch_pin.split("==")[1].split("+")[0]}' in install) == torch
-  table = next(c for c in commands if '-m alexnet_jax.benchmark' in c
-               and '--json=' in c)
-  for flag in ('--config=configs/two_gpu.py', '--batch_sizes=128,256,512',
-               '--dtypes=float32,bfloat16'):
-    assert flag in table.split(), table
-  assert any('-m benchmarks.vs_pytorch' in c for c in commands) == torch
+  tables = [c.split() for c in commands if '-m alexnet_jax.benchmark' in c
+            and '--json=' in c]
+  for table in tables:
+    for flag in ('--config=configs/two_gpu.py', '--batch_sizes=128,256,512'):
+      assert flag in table, table
+  # One table per dtype, bfloat16 first; the same dtypes against PyTorch.
+  assert [f for t in tables for f in t if f.startswith('--dtypes=')] == [
+      '--dtypes=bfloat16', '--dtypes=float32']
+  versus = [c.split() for c in commands if '-m benchmarks.vs_pytorch' in c]
+  assert [f for v in versus for f in v if f.startswith('--dtype=')] == (
+      ['--dtype=bfloat16', '--dtype=float32'] if torch else [])
