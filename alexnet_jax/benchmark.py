@@ -268,21 +268,27 @@ def _allocator_peaks(devices) -> list[int] | None:
 
 
 def initial_state(config):
-  """(graphdef, the train state on the host), initialised once.
+  """The train state on the host, initialised once.
 
-  Every placement and setting starts from these same numbers (parameters are
-  float32 whatever the compute dtype). Initialising once saves a compile of
-  the initialiser per mesh (5-15 s each on a 2-core CPU).
+  Every placement and setting starts from these same numbers: parameters are
+  float32 whatever the compute dtype or kernel gradient (those live in the
+  modules, so in each placement's graphdef, not in the state). Initialising
+  once saves a compile of the initialiser per mesh (5-15 s each on a 2-core
+  CPU).
   """
   one = placed(config, strategy='data', data=1, model=1,
                batch_size=config.batch_size, dtype=config.dtype)
-  graphdef, state = step_lib.create_train_state(one, parallel.make_mesh(one))
-  return graphdef, jax.device_get(state)
+  _, state = step_lib.create_train_state(one, parallel.make_mesh(one))
+  return jax.device_get(state)
 
 
-def prepare(p: Placement, graphdef, host_state, batch: dict[str, np.ndarray]
-            ) -> None:
-  """State and batch on the devices, and the compiled step (timed)."""
+def prepare(p: Placement, host_state, batch: dict[str, np.ndarray]) -> None:
+  """State and batch on the devices, and the compiled step (timed).
+
+  The step is built from the placement's own graphdef: its config's compute
+  dtype and kernel gradient are in the modules, so one graphdef shared by
+  every setting would silently time one setting again and again.
+  """
   p.mesh = parallel.make_mesh(p.config, devices=jax.devices())
   shardings = step_lib.state_shardings(
       p.config, step_lib.abstract_state(p.config), p.mesh)
@@ -291,7 +297,8 @@ def prepare(p: Placement, graphdef, host_state, batch: dict[str, np.ndarray]
   p.state = jax.device_put(host_state, shardings)
   # The schedule is scalar arithmetic: placeholder counts spare the dataset.
   lr_fn = step_lib.learning_rate_fn(p.config, steps_per_epoch=1, num_steps=1)
-  step = step_lib.make_train_step(p.config, graphdef, lr_fn, shardings)
+  step = step_lib.make_train_step(
+      p.config, step_lib.model_graphdef(p.config), lr_fn, shardings)
   p.batch = step_lib.device_batch(batch, p.mesh, p.config)
   jax.block_until_ready((p.state, p.batch))
   start = time.perf_counter()
@@ -404,14 +411,14 @@ def measure(config, options: Options, *, command: str,
         peak_by_dtype[dtype] = measured_peak(dtype, size, device)
   say('initialising the state...')
   start = time.perf_counter()
-  graphdef, host_state = initial_state(config)
+  host_state = initial_state(config)
   init_seconds = time.perf_counter() - start
 
   rows = []
   for batch_size in options.batch_sizes:
     for dtype in options.dtypes:
       rows += _measure_setting(
-          config, options, graphdef, host_state, batch_size=batch_size,
+          config, options, host_state, batch_size=batch_size,
           dtype=dtype, peak=peak_by_dtype[dtype], num_devices=num_devices,
           say=say)
   return _report(config, options, rows, command=command,
@@ -419,7 +426,7 @@ def measure(config, options: Options, *, command: str,
                  skipped=skipped)
 
 
-def _measure_setting(config, options, graphdef, host_state, *, batch_size,
+def _measure_setting(config, options, host_state, *, batch_size,
                      dtype, peak, num_devices, say) -> list[dict]:
   runs = placements(config, strategies=list(options.strategies),
                     num_devices=num_devices, batch_size=batch_size, dtype=dtype)
@@ -433,7 +440,7 @@ def _measure_setting(config, options, graphdef, host_state, *, batch_size,
     example = next(batches)
   for p in runs:
     say(f'{setting}, {p.name}: placing the state and compiling...')
-    prepare(p, graphdef, host_state,
+    prepare(p, host_state,
             synthetic_batch(p.config) if batches is None else example)
     say(f'{setting}, {p.name}: compiled in {p.compile_seconds:.1f} s;'
         f' {options.warmup} warm-up step(s).')
@@ -460,10 +467,10 @@ def _measure_setting(config, options, graphdef, host_state, *, batch_size,
 def _rows(runs, options, *, batch_size, dtype, peak) -> list[dict]:
   base = runs[0]
   assert base.name == BASELINE
-  # The network's work per image: the whole step on one device, where nothing
-  # is repeated per device (data parallelism repeats the update on each).
-  model_flops = (base.compiled_flops_per_device / batch_size
-                 if base.compiled_flops_per_device else None)
+  # The network's useful work per image, counted from the layer table: XLA's
+  # count of a compiled program misses what runs in libraries (on GPUs the
+  # cuDNN convolutions) and counts each data-parallel device's update.
+  model_flops = model_lib.train_flops_per_image(step_lib.model_config(base.config))
   rates = {p.name: [options.steps * batch_size / s for s in p.seconds]
            for p in runs}
   base_median = statistics.median(rates[BASELINE])
@@ -473,7 +480,7 @@ def _rows(runs, options, *, batch_size, dtype, peak) -> list[dict]:
     devices = list(p.mesh.devices.flat)
     # Host devices share the host's cores: its one peak is the ceiling.
     chips = 1 if devices[0].platform == 'cpu' else len(devices)
-    achieved = model_flops * median if model_flops else None
+    achieved = model_flops * median
     rows.append({
         'name': p.name,
         'strategy': p.config.strategy,
@@ -503,7 +510,7 @@ def _rows(runs, options, *, batch_size, dtype, peak) -> list[dict]:
         'peak_flops_per_sec': peak[0] * chips if peak else None,
         'peak_source': (peak[1] + (f' x {chips} devices' if chips > 1 else ''))
                        if peak else None,
-        'mfu': achieved / (peak[0] * chips) if peak and achieved else None,
+        'mfu': achieved / (peak[0] * chips) if peak else None,
         'compiled_peak_bytes_per_device': p.compiled_peak_bytes,
         'allocator_peak_bytes_per_device': _allocator_peaks(devices),
     })
@@ -553,9 +560,13 @@ def _report(config, options, rows, *, command, load_before,
                  ' median over repeats; spread = (max - min) / median'),
       # Once for all placements (imports TensorFlow, compiles the initialiser).
       'init_seconds': init_seconds,
-      'flops_source': ("XLA cost_analysis()['flops'] of the compiled train step"
-                       ' (forward, backward, update); MFU counts the one-device'
-                       ' program\'s FLOPs per image as the useful work'),
+      'flops_source': (
+          'model.train_flops_per_image: the convolutions and matrix products'
+          ' of the layer table, 2 x multiply-adds forward, as many for the'
+          ' kernel gradients and for the input gradients (none at conv1);'
+          ' MFU counts these as the useful work. compiled_flops_per_image:'
+          " XLA's cost_analysis() of each compiled step, all devices; it"
+          ' omits work done in libraries (cuDNN on GPUs)'),
       'memory_source': ('compiled_peak_bytes_per_device: the compiled program\'s'
                         ' memory_analysis() (XLA buffer assignment, per device);'
                         ' allocator_peak_bytes_per_device: device.memory_stats()'
@@ -627,13 +638,9 @@ def format_report(report: dict) -> str:
        'vs one device', 'compile s', 'MiB/device', 'MFU'],
       rows, right={2, 4, 5, 6, 7, 8, 9, 10})
   lines.append('')
-  flops = sorted({p['model_flops_per_image'] for p in r['rows']
-                  if p['model_flops_per_image']})
-  if flops:
-    lines.append('Train-step FLOPs per image: ' + ', '.join(
-        f'{f / 1e9:.4g}' for f in flops) + f' GFLOP ({r["flops_source"]}).')
-  else:
-    lines.append('FLOPs: this backend gives no cost analysis; MFU not shown.')
+  flops = sorted({p['model_flops_per_image'] for p in r['rows']})
+  lines.append('Train-step FLOPs per image: ' + ', '.join(
+      f'{f / 1e9:.4g}' for f in flops) + f' GFLOP ({r["flops_source"]}).')
   for name, reason in r['skipped_strategies'].items():
     lines.append(f'Not run: strategy {name} ({reason})')
   for source in dict.fromkeys(p['peak_source'] for p in r['rows']):

@@ -479,3 +479,26 @@ def import_params(model: AlexNet, flat: dict[str, np.ndarray]) -> None:
 
 def count_params(model: AlexNet) -> int:
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def forward_macs(cfg: ModelConfig) -> dict[str, int]:
+  """Multiply-adds per image of each layer's convolution or matrix product,
+  all towers: output positions x kernel taps x inputs x outputs, per tower."""
+  inputs, outputs = _trace(cfg)
+  macs = {}
+  for layer in cfg.network.layers:
+    taps = 1 if layer.dense else layer.kernel ** 2
+    positions = 1 if layer.dense else math.prod(outputs[layer.name][:-1])
+    macs[layer.name] = (cfg.network.towers * positions * taps
+                        * inputs[layer.name][-1] * outputs[layer.name][-1])
+  return macs
+
+
+def train_flops_per_image(cfg: ModelConfig) -> int:
+  """The useful FLOPs of one image's train step, what MFU counts: per layer
+  2 x its multiply-adds forward, as many for the kernel gradient and as many
+  for the input gradient, except conv1's (the images need none). LRN,
+  pooling, ReLU, the loss and the update are left out (well under 1%)."""
+  macs = forward_macs(cfg)
+  first = cfg.network.layers[0].name
+  return sum(2 * m * (2 if name == first else 3) for name, m in macs.items())

@@ -1,17 +1,20 @@
-"""Where one train step's time goes on the XLA CPU backend, from a profiler trace.
+"""Where one train step's time goes, from a `jax.profiler` trace (CPU or GPU).
 
     python -m alexnet_jax.benchmark --config=configs/two_gpu.py --strategies=towers \
         --batch_sizes=32 --steps=1 --repeats=1 --trace_dir=/tmp/traces
     python -m benchmarks.profile_summary /tmp/traces/*
 
-Reads the `jax.profiler` trace (XSpace protobuf, parsed with TensorFlow's
-copy of its schema) of each folder and prints, per traced step: its wall
-time, each worker thread's busy time (time inside HLO ops), how much of the
+Reads the trace (XSpace protobuf, through jaxlib's own reader,
+`jax.profiler.ProfileData`: no TensorFlow needed) of each folder and prints,
+per traced step: its wall time, each timeline's busy time, how much of the
 wall time had 0, 1 or 2+ ops running at once, and the ops that took the most
-time, grouped by kind (`convolution`, `fusion`, `reduce-window`, ...). On
-XLA's CPU runtime an op runs on one thread; a convolution (oneDNN/Eigen) may
-also hand work to the pool's other threads, which the trace does not show
-as ops, so "busy" undercounts what those use.
+time, grouped by kind (`convolution`, `fusion`, `reduce-window`, ...).
+
+Timelines: on a GPU, the device's streams, each event a kernel (named by its
+HLO op where the trace says it, else by the kernel); on CPU, the worker
+threads, each event an HLO op. On XLA's CPU runtime an op runs on one
+thread; a convolution may also hand work to the pool's other threads, which
+the trace does not show as ops, so "busy" undercounts what those use.
 """
 
 import collections
@@ -24,31 +27,31 @@ OP_STAT = 'hlo_op'
 
 
 def load(path: str):
-  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=import-outside-toplevel
-  space = xplane_pb2.XSpace()
-  with open(path, 'rb') as f:
-    space.ParseFromString(f.read())
-  return space
+  from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
+  return ProfileData.from_file(path)
 
 
 def ops(space, module_prefix: str = 'jit_train_step'):
-  """(thread, op name, start ns, end ns) for every HLO op of the step."""
-  out = []
+  """(timeline, op name, start ns, end ns) for every op of the step: the
+  kernels on the device's streams where the trace has a device, else the
+  host threads' HLO ops."""
+  device, host = [], []
   for plane in space.planes:
-    stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
+    on_device = plane.name.startswith('/device:')
     for line in plane.lines:
+      kernels = on_device and line.name.startswith('Stream')
       for event in line.events:
-        stats = {stat_names.get(s.metadata_id): s for s in event.stats}
-        if OP_STAT not in stats:
+        stats = dict(event.stats)
+        op = stats.get(OP_STAT)
+        module = str(stats.get('hlo_module', ''))
+        if module_prefix and module and not module.startswith(module_prefix):
           continue
-        module = stats.get('hlo_module')
-        name = stat_names.get(module.ref_value, '') if module is not None else ''
-        if module_prefix and not name.startswith(module_prefix):
-          continue
-        start = line.timestamp_ns + event.offset_ps / 1e3
-        out.append((line.name, plane.event_metadata[event.metadata_id].name,
-                    start, start + event.duration_ps / 1e3))
-  return out
+        if kernels:
+          device.append((f'{plane.name} {line.name}', str(op or event.name),
+                         event.start_ns, event.end_ns))
+        elif op is not None and module:
+          host.append((line.name, str(op), event.start_ns, event.end_ns))
+  return device or host
 
 
 def kind(op_name: str) -> str:
@@ -87,15 +90,15 @@ def main(folders: list[str]) -> None:
       print(f'{folder}: no *.xplane.pb inside', file=sys.stderr)
       continue
     s = summarise(ops(load(paths[-1])))
-    print(f'== {folder}: step wall {s["wall_ms"]:.0f} ms')
-    print('  busy per thread (ms): ' + ', '.join(
-        f'{t.split("/")[0]}#{i} {v:.0f}' for i, (t, v) in enumerate(s['busy_ms'].items())))
+    print(f'== {folder}: step wall {s["wall_ms"]:.2f} ms')
+    print('  busy per timeline (ms): ' + ', '.join(
+        f'{t if t.startswith("/") else t.split("/")[0]}#{i} {v:.2f}' for i, (t, v) in enumerate(s['busy_ms'].items())))
     c = s['concurrency_ms']
-    print(f'  ops running at once: none {c[0]:.0f} ms, one {c[1]:.0f} ms,'
-          f' two or more {c[2]:.0f} ms')
+    print(f'  ops running at once: none {c[0]:.2f} ms, one {c[1]:.2f} ms,'
+          f' two or more {c[2]:.2f} ms')
     total = sum(s['by_kind_ms'].values())
-    for name, ms in list(s['by_kind_ms'].items())[:12]:
-      print(f'  {ms:8.0f} ms  {100 * ms / total:4.1f}%  {name}')
+    for name, ms in list(s['by_kind_ms'].items())[:15]:
+      print(f'  {ms:9.3f} ms  {100 * ms / total:4.1f}%  {name[:100]}')
 
 
 if __name__ == '__main__':

@@ -233,22 +233,19 @@ def jax_runs(config, strategies, batch_size, dtype, kernel_grads=()):
   """The JAX placements to time (benchmark.Placement, not yet compiled), each
   once per `conv_kernel_grad` setting in kernel_grads (named
   `placement+setting` unless it is the config's own; empty: the config's
-  alone), with the graphdef of each setting and the one initial state."""
-  runs, graphdefs, host_state = [], {}, None
+  alone). Their config holds the setting and the dtype: benchmark.prepare
+  builds each step from its own graphdef."""
+  runs = []
   for kernel_grad in kernel_grads or (config.conv_kernel_grad,):
     variant = config.copy_and_resolve_references()
     variant.conv_kernel_grad = kernel_grad
-    # The setting lives in the model's modules, so in the graphdef; the state
-    # (the same numbers for every setting) is kept once.
-    graphdefs[kernel_grad], state = benchmark.initial_state(variant)
-    host_state = state if host_state is None else host_state
     for p in benchmark.placements(variant, strategies=list(strategies),
                                   num_devices=jax.device_count(),
                                   batch_size=batch_size, dtype=dtype):
       if kernel_grad != config.conv_kernel_grad:
         p.name = f'{p.name}+{kernel_grad}'
       runs.append(p)
-  return runs, graphdefs, host_state
+  return runs
 
 
 def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
@@ -278,12 +275,13 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
   if device.type == 'cuda' and not torch.cuda.is_available():
     raise UserError('JAX runs on a GPU but this PyTorch has no CUDA: install'
                     ' the CUDA build (benchmarks/gpu.sh does).')
-  runs, graphdefs, host_state = jax_runs(config, strategies, batch_size, dtype,
-                                         kernel_grads)
+  runs = jax_runs(config, strategies, batch_size, dtype, kernel_grads)
+  # The same numbers for every run (parameters are float32 in any setting).
+  host_state = benchmark.initial_state(config)
   host = benchmark.synthetic_batch(runs[0].config)
   for p in runs:
     say(f'JAX {p.name}: compiling...')
-    benchmark.prepare(p, graphdefs[p.config.conv_kernel_grad], host_state, host)
+    benchmark.prepare(p, host_state, host)
     say(f'JAX {p.name}: compiled in {p.compile_seconds:.1f} s.')
     benchmark.run_steps(p, warmup)
 

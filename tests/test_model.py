@@ -153,6 +153,28 @@ def test_layer_shapes_per_tower_at_227():
   assert abstract_params(full_config())['fc6']['kernel'].shape == (2, 9216, 2048)
 
 
+@pytest.mark.parametrize('variant, image_size, expected', [
+    ('two_tower', 227, 724_406_816),  # Caffe's bvlc_alexnet: 724M multiply-adds.
+    ('owt', 224, 714_188_480),  # torchvision's alexnet: "0.71 GFLOPS" (multiply-adds).
+])
+def test_forward_multiply_adds(variant, image_size, expected):
+  cfg = step.model_config(full_config(variant, image_size))
+  assert sum(model.forward_macs(cfg).values()) == expected
+  # Conv layers forward, with each kernel and input gradient as costly as the
+  # forward, conv1's input gradient left out: the train step's useful FLOPs.
+  macs = model.forward_macs(cfg)
+  assert model.train_flops_per_image(cfg) == 6 * expected - 2 * macs['conv1']
+
+
+def test_forward_multiply_adds_per_layer_match_paper_table():
+  """Output positions (Fig. 2's maps) x fan-in x outputs, both towers."""
+  positions = {'conv1': 55 * 55, 'conv2': 27 * 27, 'conv3': 13 * 13,
+               'conv4': 13 * 13, 'conv5': 13 * 13}
+  assert model.forward_macs(step.model_config(full_config())) == {
+      name: 2 * positions.get(name, 1) * fan_in * out
+      for name, (fan_in, out) in PAPER_TABLE.items()}
+
+
 def test_owt_conv1_padding_gives_55_at_224():
   shapes = model.layer_shapes(step.model_config(full_config('owt', 224)))
   assert shapes['conv1'] == (55, 55, 64)
