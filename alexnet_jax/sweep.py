@@ -634,8 +634,14 @@ def main(argv) -> int:
   claim_workdir(sweep, workdir)
   if _PRINT_COMMANDS.value:
     cwd = shlex.quote(os.getcwd())
-    for point in sweep.points:
-      print(f'cd {cwd} && {shlex.join(sweep.command(point, workdir))}')
+    try:
+      for point in sweep.points:
+        print(f'cd {cwd} && {shlex.join(sweep.command(point, workdir))}')
+      sys.stdout.flush()
+    except BrokenPipeError:
+      # A reader that stopped early (`| head`) is not the sweep's error; the
+      # interpreter would flush again at exit, into the closed pipe.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
   status = 0
   if not _COLLECT_ONLY.value:

@@ -446,6 +446,18 @@ def read_metrics(run_dir: Path) -> list[dict]:
   return rows
 
 
+def run_colours(count: int) -> list:
+  """One colour per run, none twice: matplotlib's 10-colour cycle, tab20 up
+  to 20 runs, evenly spaced along `turbo` beyond (a 16-point sweep's curves
+  once repeated colours)."""
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  if count <= 10:
+    return [f'C{i}' for i in range(count)]
+  if count <= 20:
+    return [colormaps['tab20'](i) for i in range(count)]
+  return [colormaps['turbo'](i / (count - 1)) for i in range(count)]
+
+
 def plot_curves(run_dirs: list, out_path, labels=None) -> None:
   """Train/eval loss, top-1 and the learning rate against step, one colour per run.
 
@@ -461,7 +473,7 @@ def plot_curves(run_dirs: list, out_path, labels=None) -> None:
   records = [read_metrics(d) for d in run_dirs]
   fig = Figure(figsize=(14, 3.9), layout='constrained')
   panels = fig.subplots(1, 3)
-  colours = [f'C{i % 10}' for i in range(len(run_dirs))]
+  colours = run_colours(len(run_dirs))
   for rows, label, colour in zip(records, labels, colours):
     def series(key):
       pts = [(r['step'], r[key]) for r in rows if key in r and 'step' in r]

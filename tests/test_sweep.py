@@ -4,6 +4,7 @@ interrupted, failures recorded, the same table from a scheduler's runs."""
 import csv
 import json
 from pathlib import Path
+import shlex
 import shutil
 import subprocess
 import sys
@@ -158,6 +159,21 @@ def test_printed_commands_run_by_hand_collect_into_the_same_table(
   assert proc.returncode == 1, proc.stderr[-3000:]  # One point did not finish.
   assert 'started' not in proc.stdout  # Collected, nothing trained.
   assert table_rows(workdir) == rows
+
+
+def test_printed_commands_may_be_cut_short_by_the_reader(tmp_path):
+  """`--print_commands | head`: more than a pipe holds (300 points), the
+  reader gone after one line; no BrokenPipeError traceback, exit 0."""
+  sweep_file = tmp_path / 'many.py'
+  sweep_file.write_text("BASE = 'configs/default.py:tiny'\nSEEDS = list(range(300))\n")
+  command = shlex.join([sys.executable, '-m', 'alexnet_jax.sweep',
+                        f'--sweep={sweep_file}', f'--workdir={tmp_path / "w"}',
+                        '--print_commands'])
+  proc = subprocess.run(['bash', '-c', f'{command} | head -n 1; exit ${{PIPESTATUS[0]}}'],
+                        cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0 and 'Error' not in proc.stderr, proc.stderr[-3000:]
+  assert proc.stdout.count('\n') == 1 and '-m alexnet_jax.main' in proc.stdout
 
 
 BAD_SWEEPS = {

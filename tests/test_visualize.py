@@ -209,6 +209,12 @@ def test_curves_of_two_runs(trained_workdir, tmp_path):
 # --- Bad input -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize('count', [2, 16, 40])
+def test_every_run_of_a_sweep_gets_its_own_colour(count):
+  colours = visualize.run_colours(count)
+  assert len(colours) == count and len(set(map(str, colours))) == count
+
+
 def test_bad_input_is_one_sentence(tmp_path):
   with pytest.raises(UserError, match='holds no checkpoint'):
     visualize.latest_step_dir(tmp_path)
