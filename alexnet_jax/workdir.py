@@ -22,7 +22,8 @@ spreads its decay over the whole run, so a new length would bend the curve
 under the steps already taken: refused. Refused too, as they would make the
 restored steps part of another run: `dataset`, `train_split`, `image_size`,
 `batch_size` (the data position is step x batch), `seed`, `model.*`,
-`optimizer.schedule` and the built-in dataset's sizes. Each refusal names the
+`optimizer.schedule` and `input.*` (augmentation, normalisation, shuffle
+buffer, the built-in dataset's sizes, bad files skipped). Each refusal names the
 override `--config.allow_config_change=True`, which records the change and
 goes on.
 """
@@ -54,9 +55,10 @@ GLOB_CHARACTERS = '[]*?'
 
 # Keys (or prefixes ending in '.') whose change on resume would make the
 # restored steps part of a different run.
+# The input settings too: crops, flips, the colour shift, the normalisation,
+# the shuffle buffer and the file list decide what each step sees.
 FIXED_ON_RESUME = ('dataset', 'train_split', 'image_size', 'batch_size', 'seed',
-                   'model.', 'optimizer.schedule',
-                   'input.shapes_train_examples', 'input.shapes_eval_examples')
+                   'model.', 'optimizer.schedule', 'input.')
 # Keys that only say how a run goes, not what it computes: never reported.
 NOT_COMPARED = ('allow_config_change', 'distributed.')
 

@@ -348,7 +348,8 @@ def test_resume_refuses_changes_of_meaning_and_allows_the_rest(tmp_path):
                               num_steps=1) == {}
 
   for key, value in (('batch_size', 16), ('model.width', 0.125),
-                     ('dataset', 'cifar10'), ('seed', 3)):
+                     ('dataset', 'cifar10'), ('seed', 3),
+                     ('input.pca_lighting', 0.1), ('input.normalization', 'mean_pixel')):
     changed = default.get_config('tiny')
     changed.update_from_flattened_dict({key: value})
     with pytest.raises(UserError, match=f'{re.escape(key)}: .* then, .* now.*'
