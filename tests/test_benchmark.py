@@ -53,7 +53,8 @@ def reports(tmp_path_factory):
   runs = {
       'sweep': start_cli(*SWEEP, f'--json={tmp / "sweep.json"}'),
       'strategies': start_cli(*STRATEGIES, f'--json={tmp / "strategies.json"}',
-                              f'--config.data_dir={tmp / "data"}'),
+                              f'--config.data_dir={tmp / "data"}',
+                              f'--trace_dir={tmp / "traces"}'),
   }
   out = {}
 
@@ -63,6 +64,7 @@ def reports(tmp_path_factory):
       assert returncode == 0, stderr[-3000:]
       out[name] = (json.loads((tmp / f'{name}.json').read_text()), stdout)
     return out[name]
+  get.traces = tmp / 'traces'
 
   yield get
   for process in runs.values():
@@ -203,6 +205,23 @@ def test_strategies_on_real_input_against_one_device(reports):
   assert rows['towers']['compiled_flops_per_image'] == pytest.approx(
       base['compiled_flops_per_image'], rel=0.1)
   assert 'real: each step draws its batch' in table
+
+
+def test_profile_summary_reads_each_placements_trace(reports):
+  """`--trace_dir` traces one step per placement; profile_summary (jaxlib's
+  trace reader, no TensorFlow) finds the step's HLO ops on the CPU threads."""
+  from benchmarks import profile_summary  # pylint: disable=import-outside-toplevel
+  reports('strategies')
+  folders = sorted(p.name for p in reports.traces.iterdir())
+  assert folders == ['b8-float32-data', 'b8-float32-one_device', 'b8-float32-towers']
+  for folder in folders:
+    path = next((reports.traces / folder).rglob('*.xplane.pb'))
+    events = profile_summary.ops(profile_summary.load(str(path)))
+    summary = profile_summary.summarise(events)
+    assert summary['wall_ms'] > 0
+    assert summary['busy_ms'] and all(ms > 0 for ms in summary['busy_ms'].values())
+    assert sum(summary['concurrency_ms'].values()) == pytest.approx(summary['wall_ms'])
+    assert any('conv' in kind for kind in summary['by_kind_ms']), summary['by_kind_ms']
 
 
 @pytest.mark.parametrize('kind, dtype, peak', [
