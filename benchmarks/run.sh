@@ -35,6 +35,7 @@ CONFIG=configs/two_gpu.py
 BATCH_SIZES=128,256,512
 DTYPES=(bfloat16 float32)  # bfloat16 first: the figures the bars are about.
 TIMING=(--steps=20 --warmup=3 --repeats=5)
+PEAK=()  # The table's peak on accelerators.
 VS_TIMING=(--steps=20 --warmup=3 --repeats=5)
 VS_BATCH=256
 
@@ -51,7 +52,8 @@ case "$MODE" in
     # The same steps at the test size, on CPU, with the Python given.
     CONFIG=configs/two_gpu.py:tiny
     BATCH_SIZES=8
-    TIMING=(--steps=2 --warmup=1 --repeats=2 --peak_matmul_size=256)
+    TIMING=(--steps=2 --warmup=1 --repeats=2)
+    PEAK=(--peak_matmul_size=256)
     VS_TIMING=(--steps=1 --warmup=1 --repeats=2)
     VS_BATCH=8
     export JAX_PLATFORMS=cpu
@@ -127,7 +129,7 @@ fi
 # the PyTorch comparison, so that a run cut short keeps what it finished.
 for DTYPE in "${DTYPES[@]}"; do
   run "$PY" -m alexnet_jax.benchmark --config="$CONFIG" --strategies="$STRATEGIES" \
-    --batch_sizes="$BATCH_SIZES" --dtypes="$DTYPE" "${TIMING[@]}" \
+    --batch_sizes="$BATCH_SIZES" --dtypes="$DTYPE" "${TIMING[@]}" ${PEAK[@]+"${PEAK[@]}"} \
     --json="$RESULTS/benchmark-$DTYPE.json"
   # The same rows as the README's table.
   if [[ "$MODE" == --dry-run || -e "$RESULTS/benchmark-$DTYPE.json" ]]; then
@@ -142,6 +144,16 @@ for DTYPE in "${DTYPES[@]}"; do
       --kernel_grads=xla,patches --json="$RESULTS/vs_pytorch-$DTYPE.json"
   fi
 done
+# Where one bfloat16 step's time goes, per kernel (a jax.profiler trace read
+# by benchmarks/profile_summary.py; the trace itself is not kept).
+TRACES=/tmp/alexnet_jax-traces-$STAMP
+run "$PY" -m alexnet_jax.benchmark --config="$CONFIG" --strategies= \
+  --batch_sizes="$VS_BATCH" --dtypes=bfloat16 --steps=2 --warmup=1 --repeats=1 \
+  ${PEAK[@]+"${PEAK[@]}"} --trace_dir="$TRACES"
+run_to "$RESULTS/profile-bfloat16-$VS_BATCH.txt" "$PY" -m benchmarks.profile_summary \
+  "$TRACES/b$VS_BATCH-bfloat16-one_device"
+[[ "$MODE" == --dry-run ]] || rm -rf "$TRACES"
+
 echo "run.sh: results in $RESULTS" >&2
 if [[ ${#FAILED[@]} -gt 0 ]]; then
   printf 'run.sh: failed: %s\n' "${FAILED[@]}" >&2
