@@ -637,16 +637,19 @@ def _shapes10_builder(config):
           size, config.input.shapes_train_examples,
           config.input.shapes_eval_examples, SHAPES10_SEED),
       data_dir=config.data_dir or None)
-  builder = make()
-  if not builder.is_prepared():
-    # Every command (train, evaluate, data_stats, ...) prepares here, so two
-    # runs, or the processes of one run, on a fresh data_dir take turns: the
-    # first prepares, the others wait, then read its files.
-    with _prepare_lock(Path(config.data_dir or tfds.core.constants.DATA_DIR)):
-      builder = make()  # Sees what another process prepared meanwhile.
-      if not builder.is_prepared():
-        logging.info('Preparing shapes10 in %s.', builder.data_dir)
-        builder.download_and_prepare()
+  if make().is_prepared():
+    # Built again: a builder reads the dataset's info when it is made, and
+    # the one just asked may predate another process's last rename (its
+    # splits then empty).
+    return make()
+  # Every command (train, evaluate, data_stats, ...) prepares here, so two
+  # runs, or the processes of one run, on a fresh data_dir take turns: the
+  # first prepares, the others wait, then read its files.
+  with _prepare_lock(Path(config.data_dir or tfds.core.constants.DATA_DIR)):
+    builder = make()  # Sees what another process prepared meanwhile.
+    if not builder.is_prepared():
+      logging.info('Preparing shapes10 in %s.', builder.data_dir)
+      builder.download_and_prepare()
   return builder
 
 

@@ -117,3 +117,28 @@ def test_linear_classifier_on_pixels_stays_near_chance(prepared):
   # Measured: pixels ~0.12 (chance 0.10), shape features ~0.99.
   assert pixels < 0.40
   assert shapes > 0.90
+
+
+def test_a_dataset_finished_by_another_process_meanwhile_is_read_whole(
+    tmp_path, monkeypatch):
+  """The race two processes on a fresh data_dir once hit: this one builds its
+  builder (nothing prepared yet), the other finishes preparing, then this one
+  sees it prepared. The builder it returns must know the finished splits."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+  from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  config = default.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  original = shapes10.Shapes10
+  built = []
+
+  def builder_then_the_other_process_finishes(*args, **kwargs):
+    builder = original(*args, **kwargs)
+    if not built:  # The other process's whole preparation, right after.
+      original(*args, **kwargs).download_and_prepare()
+    built.append(builder)
+    return builder
+
+  monkeypatch.setattr(shapes10, 'Shapes10', builder_then_the_other_process_finishes)
+  builder = input_pipeline._shapes10_builder(config)  # pylint: disable=protected-access
+  assert len(built) >= 2
+  assert set(builder.info.splits.keys()) == {'train', 'validation'}
