@@ -37,6 +37,7 @@ import sys
 import time
 
 from absl import flags
+from flax import nnx
 import jax
 import numpy as np
 
@@ -288,8 +289,9 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
   float_config = config.copy_and_resolve_references()
   float_config.dtype = 'float32'
   cfg = step_lib.model_config(float_config)
-  net = torch_network(cfg, model_lib.export_params(
-      step_lib.create_model(float_config))).train()
+  # The very weights the JAX runs start from, not a second initialisation.
+  start = nnx.merge(step_lib.model_graphdef(float_config), host_state.params)
+  net = torch_network(cfg, model_lib.export_params(start)).train()
   layout = torch.channels_last if device.type == 'cuda' else torch.contiguous_format
   net = net.to(device, memory_format=layout)
   images = torch.from_numpy(host['image'].transpose(0, 3, 1, 2).copy()).to(
