@@ -94,6 +94,9 @@ NORMALIZATIONS = ('standardize', 'mean_pixel')
 # Fixed, so that the built-in dataset does not change with config.seed.
 SHAPES10_SEED = 0
 
+# JPEG's widest MCU in common files (4:2:0 and 4:2:2 chroma; 4:4:4's is 8).
+_MCU_WIDTH = 16
+
 # Formats that tf.io.decode_image reads; anything else in a folder is bad.
 _IMAGE_FORMATS = 'JPEG, PNG, GIF, BMP or WebP'
 _IMAGENET_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
@@ -401,6 +404,11 @@ def _decode_window(encoded, window_fn):
     # One pixel of margin: without it the window's last row and column
     # differ from the full decode (up to 60 levels with 4:2:0 chroma).
     start = tf.maximum(top_left - 1, 0)
+    # And the left edge on an MCU column (16 px covers 4:4:4 to 4:2:0):
+    # libjpeg-turbo crops only at MCU columns, and TensorFlow then copies
+    # every row of an unaligned window to shift it, which cost as much as
+    # an eighth of the pipeline (a memmove per row, seen in `perf`).
+    start = start - start % [1, _MCU_WIDTH]
     stop = tf.minimum(top_left + size + 1, tf.cast(shape[:2], tf.int32))
     window = tf.io.decode_and_crop_jpeg(
         encoded, tf.concat([start, stop - start], 0), channels=3)
@@ -435,13 +443,13 @@ def _to_pixels(image):
 
 def _train_image(config, stats, encoded, seed):
   size, outer = config.image_size, outer_size(config)
-  crop_seed, flip_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
+  # One draw for the crop and the flip: each random op costs the per-image
+  # graph a few nodes, and the executor's per-node work is a tenth of it.
+  draw = tf.random.stateless_uniform(
+      [3], seed, maxval=tf.int32.max, dtype=tf.int32)
   if config.input.random_crop:
-    # Sec. 4.1: a random patch of the R x R image; the offsets that
-    # tf.image.stateless_random_crop would draw on it.
-    draw = tf.random.stateless_uniform(
-        [3], crop_seed, maxval=tf.int32.max, dtype=tf.int32)
+    # Sec. 4.1: a random patch of the R x R image, offsets drawn as
+    # tf.image.stateless_random_crop draws them.
     offset = draw[:2] % (outer - size + 1)
   else:
     offset = (0, 0)
@@ -449,11 +457,13 @@ def _train_image(config, stats, encoded, seed):
       encoded, lambda shape: _window(shape, outer, size, offset))
   image = _to_pixels(_resize(window, size))
   if config.input.random_flip:  # Sec. 4.1: horizontal reflections.
-    flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-    # Of the resized uint8 patch, fewer bytes than the window (resizing
-    # commutes with the flip). Reversed along [1] or along [] (no flip):
-    # cheaper than a tf.cond.
-    image = tf.reverse(image, tf.slice([1], [0], [tf.cast(flip, tf.int32)]))
+    # The draw's third word, which stateless_random_crop spends on the
+    # channel axis. Of the resized uint8 patch, fewer bytes than the window
+    # (resizing commutes with the flip). A tf.cond, so that unflipped
+    # patches are not copied: tf.reverse along no axis copies through
+    # Eigen's slow generic path (3% of the pipeline in `perf`).
+    image = tf.cond(draw[2] % 2 == 1, lambda: tf.reverse(image, [1]),
+                    lambda: image)
   shift = None
   if config.input.pca_lighting:
     shift = _pca_shift(config, stats,

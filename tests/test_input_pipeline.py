@@ -443,6 +443,34 @@ def test_ten_patches_are_the_corner_and_centre_windows():
     np.testing.assert_array_equal(patches[i], expected)
 
 
+def test_training_patches_are_drawn_windows_flipped_about_half_the_time(
+    tmp_path):
+  """Sec. 4.1 on a coordinate image of exactly R x R (77 at the tiny size,
+  so nothing is resampled): every training patch is a 67 x 67 window of it
+  at an offset in 0..10, as it is or mirrored, mirrored about half the time,
+  at offsets that vary."""
+  image = _coordinates(77, 77)
+  for split, count in (('train', 64), ('test', 1)):
+    for i in range(count):
+      (tmp_path / split / 'a').mkdir(parents=True, exist_ok=True)
+      Image.fromarray(image).save(tmp_path / split / 'a' / f'{i:02d}.png')
+  config = _folder_config(tmp_path, batch_size=16)
+  assert input_pipeline.outer_size(config) == 77
+  patches = np.concatenate(
+      [b['image'] for b in _take(input_pipeline.train_batches(config), 4)])
+  flips, offsets = 0, set()
+  for patch in patches:
+    top, left = int(patch[0, 0, 0]), int(patch[0, :, 1].min())
+    window = image[top:top + 67, left:left + 67]
+    flipped = patch[0, 0, 1] > patch[0, -1, 1]
+    np.testing.assert_array_equal(patch, window[:, ::-1] if flipped else window)
+    assert 0 <= top <= 10 and 0 <= left <= 10
+    flips += flipped
+    offsets.add((top, left))
+  assert 16 <= flips <= 48  # Binomial(64, 1/2): 4 standard deviations.
+  assert len(offsets) >= 20
+
+
 def test_ten_patch_evaluation_batches(tmp_path):
   """Through eval_batches: a non-square PNG's centre square, ten patches,
   the fifth equal to the centre patch of the usual evaluation."""
