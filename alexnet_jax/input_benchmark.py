@@ -16,6 +16,8 @@ second per core busy and holds up on a shared machine where wall time does
 not. For scale, the same files are then decoded whole and nothing else
 (`tf.io.decode_jpeg`, in the same tf.data setting): the pipeline's cost
 beside the decoder's, at the same load. The load average is printed too.
+`--downsample` times the same files as `alexnet_jax.downsample` writes them
+(Sec. 2: each centre square resized once to R x R), the paper's layout.
 """
 
 import json
@@ -140,6 +142,9 @@ def _define_flags():
       flags.DEFINE_integer('height', 375, 'Height of each JPEG.'),
       flags.DEFINE_integer('warmup', 5, 'Batches before the clock starts.'),
       flags.DEFINE_integer('batches', 30, 'Batches timed.'),
+      flags.DEFINE_bool(
+          'downsample', False, 'Time the files as `alexnet_jax.downsample`'
+          ' writes them (Sec. 2: R x R centre squares) instead.'),
       cli.define_config_flag(),
   )
 
@@ -164,12 +169,21 @@ def main(argv):
     config.dataset = 'image_folder'
     config.data_dir = root
     config.train_split, config.eval_split = 'train', 'validation'
-    jpeg_bytes = sum(p.stat().st_size for p in (Path(root) / 'distinct').iterdir())
+    files = [p for p in (Path(root) / 'distinct').iterdir()]
+    if _DOWNSAMPLE.value:
+      from alexnet_jax import downsample  # pylint: disable=import-outside-toplevel
+      print('Down-sampling them (alexnet_jax.downsample) ...', file=sys.stderr)
+      downsample.run(config, Path(root) / 'downsampled',
+                     [config.train_split, config.eval_split])
+      config.data_dir = str(Path(root) / 'downsampled')
+      files = list((Path(root) / 'downsampled').glob('train/*/*.jpg'))
+    jpeg_bytes = sum(p.stat().st_size for p in files) / len(files)
     result = measure(config, _WARMUP.value, _BATCHES.value)
     result['decode_only_images_per_cpu_sec'] = round(measure_decode_only(
-        Path(root), config.batch_size, _WARMUP.value, _BATCHES.value), 1)
-  result['mean_jpeg_kb'] = round(jpeg_bytes / min(_DISTINCT.value, images)
-                                 / 1000, 1)
+        Path(config.data_dir), config.batch_size, _WARMUP.value,
+        _BATCHES.value), 1)
+  result['mean_jpeg_kb'] = round(jpeg_bytes / 1000, 1)
+  result['downsampled'] = _DOWNSAMPLE.value
   result['image_size'] = config.image_size
   result['pca_lighting'] = config.input.pca_lighting
   print(f'{result["images_per_sec"]:.0f} images/s on {result["cores"]} cores'
@@ -183,6 +197,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  (_IMAGES, _DISTINCT, _WIDTH, _HEIGHT, _WARMUP, _BATCHES,
+  (_IMAGES, _DISTINCT, _WIDTH, _HEIGHT, _WARMUP, _BATCHES, _DOWNSAMPLE,
    _CONFIG) = _define_flags()
   cli.run(main, _CONFIG)

@@ -443,13 +443,13 @@ def _to_pixels(image):
 
 def _train_image(config, stats, encoded, seed):
   size, outer = config.image_size, outer_size(config)
-  # One draw for the crop and the flip: each random op costs the per-image
-  # graph a few nodes, and the executor's per-node work is a tenth of it.
-  draw = tf.random.stateless_uniform(
-      [3], seed, maxval=tf.int32.max, dtype=tf.int32)
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
   if config.input.random_crop:
-    # Sec. 4.1: a random patch of the R x R image, offsets drawn as
-    # tf.image.stateless_random_crop draws them.
+    # Sec. 4.1: a random patch of the R x R image; the offsets that
+    # tf.image.stateless_random_crop would draw on it.
+    draw = tf.random.stateless_uniform(
+        [3], crop_seed, maxval=tf.int32.max, dtype=tf.int32)
     offset = draw[:2] % (outer - size + 1)
   else:
     offset = (0, 0)
@@ -457,13 +457,12 @@ def _train_image(config, stats, encoded, seed):
       encoded, lambda shape: _window(shape, outer, size, offset))
   image = _to_pixels(_resize(window, size))
   if config.input.random_flip:  # Sec. 4.1: horizontal reflections.
-    # The draw's third word, which stateless_random_crop spends on the
-    # channel axis. Of the resized uint8 patch, fewer bytes than the window
-    # (resizing commutes with the flip). A tf.cond, so that unflipped
-    # patches are not copied: tf.reverse along no axis copies through
-    # Eigen's slow generic path (3% of the pipeline in `perf`).
-    image = tf.cond(draw[2] % 2 == 1, lambda: tf.reverse(image, [1]),
-                    lambda: image)
+    flip = tf.random.stateless_uniform([], flip_seed) < 0.5
+    # Of the resized uint8 patch, fewer bytes than the window (resizing
+    # commutes with the flip). A tf.cond, so that unflipped patches are not
+    # copied: tf.reverse along no axis copies through Eigen's slow generic
+    # path (3% of the pipeline in `perf`).
+    image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
   shift = None
   if config.input.pca_lighting:
     shift = _pca_shift(config, stats,
@@ -512,12 +511,31 @@ def square_images(config):
   centre square resized to R x R, float32 in 0..255 (for data_stats)."""
   source = _source(config)
   shard, _ = source.shard(config.train_split, 0, 1)
-  outer = outer_size(config)
   return source.records(shard, shuffle_seed=None, skip=0).map(
-      lambda ex: _resize(_decode_window(
-          ex['image'], lambda shape: _window(shape, outer, outer, (0, 0))),
-                         outer),
+      lambda ex: _centre_square(config, ex['image']),
       num_parallel_calls=tf.data.AUTOTUNE).with_options(_options())
+
+
+def square_pixels(config, split):
+  """Sec. 2's down-sampling of `split`, in its order (for `downsample`): a
+  dataset of {'image': each centre square resized to R x R and rounded to
+  uint8, 'label'}, its size, and the image files' paths in the same order
+  (None for a TFDS dataset, whose records have no file names)."""
+  source = _source(config)
+  shard, count = source.shard(split, 0, 1)
+  ds = source.records(shard, shuffle_seed=None, skip=0).map(
+      lambda ex: {'image': _to_pixels(_centre_square(config, ex['image'])),
+                  'label': ex['label']},
+      num_parallel_calls=tf.data.AUTOTUNE).with_options(_options())
+  paths = (list(_image_folder(config).paths[split])
+           if config.dataset == 'image_folder' else None)
+  return ds, count, paths
+
+
+def _centre_square(config, encoded):
+  outer = outer_size(config)
+  return _resize(_decode_window(
+      encoded, lambda shape: _window(shape, outer, outer, (0, 0))), outer)
 
 
 def _ten_crop_images(config, encoded):
