@@ -169,7 +169,7 @@ def main(argv):
     config.dataset = 'image_folder'
     config.data_dir = root
     config.train_split, config.eval_split = 'train', 'validation'
-    files = [p for p in (Path(root) / 'distinct').iterdir()]
+    files = list((Path(root) / 'distinct').iterdir())
     if _DOWNSAMPLE.value:
       from alexnet_jax import downsample  # pylint: disable=import-outside-toplevel
       print('Down-sampling them (alexnet_jax.downsample) ...', file=sys.stderr)

@@ -509,11 +509,8 @@ def _eval_image(config, encoded):
 def square_images(config):
   """The training split's images as Sec. 2 prepares them, unshuffled: each
   centre square resized to R x R, float32 in 0..255 (for data_stats)."""
-  source = _source(config)
-  shard, _ = source.shard(config.train_split, 0, 1)
-  return source.records(shard, shuffle_seed=None, skip=0).map(
-      lambda ex: _centre_square(config, ex['image']),
-      num_parallel_calls=tf.data.AUTOTUNE).with_options(_options())
+  ds, _ = _squares(config, config.train_split)
+  return ds.map(lambda ex: ex['image'])
 
 
 def square_pixels(config, split):
@@ -521,28 +518,37 @@ def square_pixels(config, split):
   dataset of {'image': each centre square resized to R x R and rounded to
   uint8, 'label'}, its size, and the image files' paths in the same order
   (None for a TFDS dataset, whose records have no file names)."""
-  source = _source(config)
-  shard, count = source.shard(split, 0, 1)
-  ds = source.records(shard, shuffle_seed=None, skip=0).map(
-      lambda ex: {'image': _to_pixels(_centre_square(config, ex['image'])),
-                  'label': ex['label']},
-      num_parallel_calls=tf.data.AUTOTUNE).with_options(_options())
+  ds, count = _squares(config, split)
+  ds = ds.map(lambda ex: {**ex, 'image': _to_pixels(ex['image'])},
+              num_parallel_calls=tf.data.AUTOTUNE)
   paths = (list(_image_folder(config).paths[split])
            if config.dataset == 'image_folder' else None)
   return ds, count, paths
 
 
-def _centre_square(config, encoded):
+def _squares(config, split):
+  """{'image': each centre square resized to R x R (float32), 'label'} of
+  `split` in its order, and how many."""
+  source = _source(config)
+  shard, count = source.shard(split, 0, 1)
   outer = outer_size(config)
-  return _resize(_decode_window(
-      encoded, lambda shape: _window(shape, outer, outer, (0, 0))), outer)
+  ds = source.records(shard, shuffle_seed=None, skip=0).map(
+      lambda ex: {'image': _resize(_square_window(config, ex['image']), outer),
+                  'label': ex['label']},
+      num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.with_options(_options()), count
+
+
+def _square_window(config, encoded):
+  """The centre square of an encoded image, as uint8, not resized."""
+  outer = outer_size(config)
+  return _decode_window(
+      encoded, lambda shape: _window(shape, outer, outer, (0, 0)))
 
 
 def _ten_crop_images(config, encoded):
-  square = _decode_window(
-      encoded, lambda shape: _window(shape, outer_size(config),
-                                     outer_size(config), (0, 0)))
-  return ten_crops(square, config.image_size, outer_size(config))
+  return ten_crops(_square_window(config, encoded), config.image_size,
+                   outer_size(config))
 
 
 def _decode(encoded):
