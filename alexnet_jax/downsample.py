@@ -1,140 +1,44 @@
 """Sec. 2's down-sampling, done once: a dataset written as R x R JPEGs.
 
-    python -m alexnet_jax.downsample --config=configs/default.py \\
+    python -m alexnet_jax.downsample --config=configs/default.py \
         --config.dataset=image_folder --config.data_dir=SRC --out=DST
 
-"Given a rectangular image, we first rescaled the image such that the shorter
-side was of length 256, and then cropped out the central 256x256 patch from
-the resulting image" (Sec. 2). This command does that to the config's
-training and evaluation splits (`train_split`, `eval_split`), with
-R = round(image_size * resize_ratio) (259 for 227-pixel patches, 256 with
---config.image_size=224), through the input pipeline's own code: the centre
-square, resized bilinearly (antialiased when shrinking more than twice) and
-rounded to uint8, the picture that training patches are otherwise cut from
-on the fly. Each is written as a
-JPEG (quality 95, no chroma subsampling, by default) to
-DST/<split>/<class>/<name>.jpg, an `image_folder` dataset: train on it with
-`--config.dataset=image_folder --config.data_dir=DST`. Its files decode
-faster (fewer pixels), and a training patch of them is its window with no
-resize (the window of an R x R image is the patch itself).
-
-Class folders: an image folder's own; a TFDS dataset's label names, prefixed
-with the label's number where the sorted names would not keep the labels'
-order (an image folder numbers its classes in sorted order). File names: an
-image folder's own stems; a TFDS dataset's record numbers.
-
-The output is written to DST.partial and renamed to DST at the end, so DST
-is whole or absent; an existing DST is never written over.
+Writes the config's training and evaluation splits as each image's centre
+square at R x R (R = round(image_size * resize_ratio): 259 for 227-pixel
+patches) to DST/<split>/<class>/<name>.jpg, through the input pipeline's own
+code (data/downsampling.py); train on it with
+--config.dataset=image_folder --config.data_dir=DST.
 """
 
-import os
 from pathlib import Path
-import shutil
-import sys
-import time
 
 from absl import flags
 
-from alexnet_jax import cli
 from alexnet_jax.errors import UserError
+from alexnet_jax.run import cli
 
-
-def class_folders(names: tuple[str, ...] | None, count: int) -> list[str]:
-  """A folder name per label, sorting in label order (image_folder's)."""
-  width = len(str(count - 1))
-  if names is None:
-    return [f'{label:0{width}d}' for label in range(count)]
-  names = [name.replace(os.sep, '_') for name in names]
-  if names == sorted(names) and len(set(names)) == len(names):
-    return names
-  return [f'{label:0{width}d}_{name}' for label, name in enumerate(names)]
-
-
-def output_names(paths: list[str] | None, count: int, where: str) -> list[str]:
-  """The file name of each record: the source's stem, or its number."""
-  if paths is None:
-    width = max(len(str(count - 1)), 8)
-    return [f'{index:0{width}d}.jpg' for index in range(count)]
-  names = [Path(p).stem + '.jpg' for p in paths]
-  seen = {}
-  for path, name in zip(paths, names):
-    key = (Path(path).parent.name, name)
-    if key in seen:
-      raise UserError(
-          f'{seen[key]} and {path} would both be written as {name} in {where}'
-          ' (one JPEG per stem). Rename one of them and run again.')
-    seen[key] = path
-  return names
-
-
-def run(config, out: Path, splits: list[str], quality: int = 95) -> dict:
-  """Writes the splits to out (see the module's docstring); per split, the
-  number of images written."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-  out = Path(out).expanduser()
-  if out.exists():
-    raise UserError(
-        f'--out={out} already exists; this command never writes over a'
-        ' dataset. Give a new folder, or remove that one first.')
-  if not 1 <= quality <= 100:
-    raise UserError(f'--quality={quality} is not a JPEG quality; give 1..100.')
-  info = input_pipeline.dataset_info(config)  # Checks the dataset first.
-  folders = class_folders(input_pipeline.class_names(config), info.num_classes)
-  plans = []
-  for split in dict.fromkeys(splits):
-    ds, count, paths = input_pipeline.square_pixels(config, split)
-    plans.append((split, ds, output_names(paths, count, f'{out}/{split}')))
-  partial = out.with_name(out.name + '.partial')
-  if partial.exists():
-    print(f'Removing {partial}, left by an earlier run that did not finish.',
-          file=sys.stderr)
-    shutil.rmtree(partial)
-  written = {}
-  for split, ds, names in plans:
-    ds = ds.map(lambda ex: {
-        'jpeg': tf.io.encode_jpeg(ex['image'], quality=quality,
-                                  chroma_downsampling=False),
-        'label': ex['label']}, num_parallel_calls=tf.data.AUTOTUNE)
-    start, index = time.perf_counter(), 0
-    for batch in ds.batch(256).prefetch(2).as_numpy_iterator():
-      for jpeg, label in zip(batch['jpeg'], batch['label']):
-        target = partial / split / folders[label] / names[index]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(jpeg)
-        index += 1
-    written[split] = index
-    print(f'{split}: {index} images, {index / (time.perf_counter() - start):.0f}'
-          ' images/s', file=sys.stderr)
-  os.rename(partial, out)
-  return written
-
-
-def _define_flags():
-  """Defined only when this module runs; the tests import its functions."""
-  return (
-      flags.DEFINE_string('out', None, 'The folder to write (must not exist).'),
-      flags.DEFINE_integer('quality', 95, 'JPEG quality of the written files.'),
-      cli.define_config_flag(),
-  )
+_OUT = flags.DEFINE_string('out', None, 'The folder to write (must not exist).')
+_QUALITY = flags.DEFINE_integer('quality', 95, 'JPEG quality of the written files.')
+_CONFIG = cli.define_config_flag()
 
 
 def main(argv):
   del argv
-  config = _CONFIG.value
   if not _OUT.value:
     raise UserError('No --out given: name the folder to write, e.g.'
                     ' --out=imagenet_256.')
-  from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-  size = input_pipeline.outer_size(config)
-  written = run(config, Path(_OUT.value),
-                [config.train_split, config.eval_split], _QUALITY.value)
+  # Imported after the flags: TensorFlow reads its environment as it starts.
+  from alexnet_jax.data import downsampling  # pylint: disable=import-outside-toplevel
+  from alexnet_jax.run.settings import Settings  # pylint: disable=import-outside-toplevel
+  cfg = Settings.from_config(_CONFIG.value).data
+  written = downsampling.write_dataset(cfg, Path(_OUT.value),
+                                       [cfg.train_split, cfg.eval_split], _QUALITY.value)
+  size = cfg.square_size
   print(f'Wrote {sum(written.values())} images of {size}x{size} to'
         f' {_OUT.value}; train on them with --config.dataset=image_folder'
         f' --config.data_dir={_OUT.value} --config.train_split='
-        f'{config.train_split} --config.eval_split={config.eval_split}')
+        f'{cfg.train_split} --config.eval_split={cfg.eval_split}')
 
 
 if __name__ == '__main__':
-  _OUT, _QUALITY, _CONFIG = _define_flags()
   cli.run(main, _CONFIG)

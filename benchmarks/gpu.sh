@@ -10,9 +10,7 @@
 #   bash benchmarks/gpu.sh --dry-run       # prints the commands only
 #   bash benchmarks/gpu.sh --cpu-smoke     # the same steps, tiny size, on CPU
 #
-# Needs python3 and an NVIDIA driver. Run on one H100 on 2026-11-26 with
-# --preinstalled (offline; jax 0.11.2 for CUDA 13, torch 2.11.0, flax 0.12.10
-# already there, ml_collections carried in): 191 s for everything; the
-# figures are in the README ("One H100"). The install path (jax[cuda12] from
-# PyPI) has not been run on a GPU.
+# Needs python3 and an NVIDIA driver. What it measured, and how it was run
+# there, is in benchmarks/results/ (docs/benchmarks.md lists each run). The
+# install path (jax[cuda12] from PyPI) has not been run on a GPU.
 exec bash "$(dirname "$0")/run.sh" gpu "$@"

@@ -2,10 +2,10 @@
 
     python -m benchmarks.kernel_grad_probe [--batch=32] [--repeats=5]
 
-Times `model.conv` with `kernel_grad='xla'` (autodiff) and `'patches'`
+Times `core.convolution.conv` with `kernel_grad='xla'` (autodiff) and `'patches'`
 (the kernel gradient as one matrix product patches(x)^T @ dL/dy) for conv1
 to conv5 of one tower of the full two-tower network (227x227, the shapes
-from `model.input_shapes`), alternating, and checks that both give the same
+from `core.model.input_shapes`), alternating, and checks that both give the same
 gradients. conv1's input gradient is left out, as in the train step (nothing
 reads the image's gradient). Prints one JSON line per layer.
 """
@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import model
+from alexnet_jax.core import convolution
+from alexnet_jax.core import model
+from alexnet_jax.core.network import ModelConfig
 
 
 def _flag(name: str, default: int) -> int:
@@ -28,7 +30,7 @@ def _flag(name: str, default: int) -> int:
 
 
 def main(batch: int, repeats: int) -> None:
-  cfg = model.ModelConfig()
+  cfg = ModelConfig()
   shapes = model.input_shapes(cfg)
   rng = np.random.default_rng(0)
   for layer in cfg.network.layers:
@@ -40,9 +42,9 @@ def main(batch: int, repeats: int) -> None:
         (layer.kernel, layer.kernel, c, cfg.features(layer))), jnp.float32)
     argnums = (1,) if layer.name == 'conv1' else (0, 1)
     steps, grads = {}, {}
-    for how in model.CONV_KERNEL_GRADS:
+    for how in convolution.CONV_KERNEL_GRADS:
       loss = lambda x, k, how=how: jnp.sum(jax.nn.relu(
-          model.conv(x, k, layer.stride, layer.padding, how)) ** 2)
+          convolution.conv(x, k, layer.stride, layer.padding, how)) ** 2)
       steps[how] = jax.jit(jax.grad(loss, argnums=argnums)).lower(x, k).compile()
       grads[how] = jax.block_until_ready(steps[how](x, k))
     seconds = {how: [] for how in steps}

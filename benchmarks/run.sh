@@ -131,13 +131,13 @@ for DTYPE in "${DTYPES[@]}"; do
   run "$PY" -m alexnet_jax.benchmark --config="$CONFIG" --strategies="$STRATEGIES" \
     --batch_sizes="$BATCH_SIZES" --dtypes="$DTYPE" "${TIMING[@]}" ${PEAK[@]+"${PEAK[@]}"} \
     --json="$RESULTS/benchmark-$DTYPE.json"
-  # The same rows as the README's table.
+  # The same rows as docs/benchmarks.md's tables.
   if [[ "$MODE" == --dry-run || -e "$RESULTS/benchmark-$DTYPE.json" ]]; then
     run_to "$RESULTS/benchmark-$DTYPE.md" "$PY" -m alexnet_jax.benchmark \
       --config="$CONFIG" --markdown_from="$RESULTS/benchmark-$DTYPE.json"
   fi
   if [[ -n "$HAVE_TORCH" ]]; then
-    # Both kernel gradients: XLA's (cuDNN's on a GPU) and model.conv's
+    # Both kernel gradients: XLA's (cuDNN's on a GPU) and core/convolution.py's
     # matrix-product one (the faster on CPU; on this device?).
     run "$PY" -m benchmarks.vs_pytorch --config="$CONFIG" --strategies= \
       --batch_size="$VS_BATCH" --dtype="$DTYPE" "${VS_TIMING[@]}" \

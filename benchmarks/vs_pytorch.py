@@ -7,12 +7,12 @@
         [--kernel_grads=xla,patches]
 
 1. Builds the network of `config.model.variant` in PyTorch from the same
-   layer table (model.NETWORKS): one `nn.Conv2d` per layer, `groups=2` where
+   layer table (core/network.py NETWORKS): one `nn.Conv2d` per layer, `groups=2` where
    a layer reads only its own tower (conv2, conv4, conv5 of Fig. 2), so the
    2012 net has Caffe's 60,965,224 parameters. LRN runs over each tower's
    channels; PyTorch divides alpha by n, so the paper's alpha is passed as
    alpha * n (`--config.model.lrn_convention=caffe` passes it unchanged).
-2. Loads this project's weights into it (`model.export_params`, the layout
+2. Loads this project's weights into it (`core.model.export_params`, the layout
    the README's "Python API" documents) and checks that both give the same
    logits on a fixed batch, dropout off: both sides then time the same
    function.
@@ -21,7 +21,7 @@
    and dtype: PyTorch, then each JAX placement, repeated and alternating, so
    a noisy machine slows all of them alike. On a GPU PyTorch runs with AMP
    (autocast to the dtype) and channels_last; on CPU bfloat16 is autocast too.
-   JAX placements are alexnet_jax.benchmark's: `one_device` and each of
+   JAX placements are alexnet_jax.benchmark's (tools/benchmarking): `one_device` and each of
    `--strategies` on its usual mesh.
 
 Prints images/s per side (median over repeats) and the ratio to PyTorch.
@@ -29,6 +29,7 @@ PyTorch is not a dependency of the project: `benchmarks/requirements.txt`
 pins the build this was tested with.
 """
 
+import dataclasses
 import json
 import os
 import shlex
@@ -41,11 +42,15 @@ from flax import nnx
 import jax
 import numpy as np
 
-from alexnet_jax import benchmark
-from alexnet_jax import cli
-from alexnet_jax import model as model_lib
-from alexnet_jax import step as step_lib
+from alexnet_jax.core import convolution
+from alexnet_jax.core import layers
+from alexnet_jax.core import model
+from alexnet_jax.core.network import ModelConfig
 from alexnet_jax.errors import UserError
+from alexnet_jax.run import cli
+from alexnet_jax.tools.benchmarking import placements
+from alexnet_jax.tools.benchmarking import timing
+from alexnet_jax.tools.tables import format_table
 
 # Images of this scale make the LRN term matter in the agreement check:
 # alpha * sum(a^2) is then of the order of k, so a wrong alpha convention
@@ -65,14 +70,14 @@ def _torch():
   return torch
 
 
-def lrn_alpha_for_torch(cfg: model_lib.ModelConfig) -> float:
+def lrn_alpha_for_torch(cfg: ModelConfig) -> float:
   """PyTorch's LocalResponseNorm divides alpha by n; the paper's does not."""
   if cfg.lrn_convention == 'paper':
-    return model_lib.LRN_ALPHA * model_lib.LRN_N
-  return model_lib.LRN_ALPHA
+    return layers.LRN_ALPHA * layers.LRN_N
+  return layers.LRN_ALPHA
 
 
-def torch_network(cfg: model_lib.ModelConfig, flat: dict[str, np.ndarray], *,
+def torch_network(cfg: ModelConfig, flat: dict[str, np.ndarray], *,
                   lrn_alpha: float | None = None):
   """The network of `cfg` in PyTorch, holding the weights `flat`
   (model.export_params layout); eval mode, float32, on the CPU."""
@@ -86,7 +91,7 @@ def torch_network(cfg: model_lib.ModelConfig, flat: dict[str, np.ndarray], *,
   # What the first fully connected layer reads, per tower: (h, w, c).
   convs = [l for l in layers if not l.dense]
   last = convs[-1].name
-  h, w, c = model_lib.layer_shapes(cfg)[
+  h, w, c = model.layer_shapes(cfg)[
       f'pool{last.removeprefix("conv")}' if convs[-1].pool else last]
 
   class Net(nn.Module):
@@ -127,8 +132,8 @@ def torch_network(cfg: model_lib.ModelConfig, flat: dict[str, np.ndarray], *,
         # Over each tower's channels only, as the towers of Fig. 2 do.
         n, ch, hh, ww = x.shape
         x = F.local_response_norm(
-            x.reshape(n * towers, ch // towers, hh, ww), model_lib.LRN_N,
-            alpha=alpha, beta=model_lib.LRN_BETA, k=model_lib.LRN_K
+            x.reshape(n * towers, ch // towers, hh, ww), layers.LRN_N,
+            alpha=alpha, beta=layers.LRN_BETA, k=layers.LRN_K
         ).reshape(n, ch, hh, ww)
       if layer.pool:
         x = F.max_pool2d(x, *pool)
@@ -150,22 +155,21 @@ def count_params(net) -> int:
   return sum(p.numel() for p in net.parameters())
 
 
-def fixed_batch(cfg: model_lib.ModelConfig, batch_size: int, seed: int = 0,
+def fixed_batch(cfg: ModelConfig, batch_size: int, seed: int = 0,
                 scale: float = CHECK_IMAGE_SCALE) -> np.ndarray:
   rng = np.random.default_rng(seed)
   size = cfg.image_size
   return (scale * rng.standard_normal((batch_size, size, size, 3))).astype(np.float32)
 
 
-def agreement(config, *, batch_size: int = 4, lrn_alpha: float | None = None
+def agreement(settings, *, batch_size: int = 4, lrn_alpha: float | None = None
               ) -> dict:
   """Logits of this project's network and of its PyTorch twin, same weights."""
   torch = _torch()
-  config = config.copy_and_resolve_references()
-  config.dtype = 'float32'  # The check compares the function, not rounding.
-  cfg = step_lib.model_config(config)
-  net = step_lib.create_model(config)
-  flat = model_lib.export_params(net)
+  # float32: the check compares the function, not rounding.
+  cfg = dataclasses.replace(settings.model, dtype='float32')
+  net = model.create(cfg, settings.seed)
+  flat = model.export_params(net)
   images = fixed_batch(cfg, batch_size)
   # Full float32 products: on GPUs JAX's default is TF32 (about 1e-3 off).
   with jax.default_matmul_precision('highest'):
@@ -183,14 +187,14 @@ def agreement(config, *, batch_size: int = 4, lrn_alpha: float | None = None
       'relative_diff': diff / scale,
       'agrees': diff <= CHECK_RTOL * scale,
       'params_torch': count_params(twin),
-      'params_jax': model_lib.count_params(net),
+      'params_jax': model.count_params(net),
   }
 
 
 # --- Timing -----------------------------------------------------------------------
 
 
-def torch_train_step(net, config, device, dtype: str):
+def torch_train_step(net, settings, device, dtype: str):
   """One SGD step of `net` as the paper's recipe runs it; returns the loss.
 
   Momentum 0.9 and weight decay on kernels only, as alexnet_jax does.
@@ -198,7 +202,7 @@ def torch_train_step(net, config, device, dtype: str):
   with v scaled by lr: the same work per step.
   """
   torch = _torch()
-  opt = config.optimizer
+  opt = settings.optimizer
   kernels = [p for n, p in net.named_parameters() if n.endswith('weight')]
   biases = [p for n, p in net.named_parameters() if n.endswith('bias')]
   sgd = torch.optim.SGD(
@@ -230,26 +234,27 @@ def run_torch(train_step, images, labels, steps: int, device) -> float:
   return time.perf_counter() - start
 
 
-def jax_runs(config, strategies, batch_size, dtype, kernel_grads=()):
-  """The JAX placements to time (benchmark.Placement, not yet compiled), each
-  once per `conv_kernel_grad` setting in kernel_grads (named
+def jax_runs(settings, strategies, batch_size, dtype, kernel_grads=()):
+  """The JAX placements to time (placements.Placement, not yet compiled),
+  each once per `conv_kernel_grad` setting in kernel_grads (named
   `placement+setting` unless it is the config's own; empty: the config's
-  alone). Their config holds the setting and the dtype: benchmark.prepare
+  alone). Their settings hold the setting and the dtype: placements.prepare
   builds each step from its own graphdef."""
   runs = []
-  for kernel_grad in kernel_grads or (config.conv_kernel_grad,):
-    variant = config.copy_and_resolve_references()
-    variant.conv_kernel_grad = kernel_grad
-    for p in benchmark.placements(variant, strategies=list(strategies),
+  own = settings.model.conv_kernel_grad
+  for kernel_grad in kernel_grads or (own,):
+    variant = dataclasses.replace(settings, model=dataclasses.replace(
+        settings.model, conv_kernel_grad=kernel_grad))
+    for p in placements.placements(variant, strategies=list(strategies),
                                   num_devices=jax.device_count(),
                                   batch_size=batch_size, dtype=dtype):
-      if kernel_grad != config.conv_kernel_grad:
+      if kernel_grad != own:
         p.name = f'{p.name}+{kernel_grad}'
       runs.append(p)
   return runs
 
 
-def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
+def compare(settings, *, strategies, batch_size, dtype, steps, warmup, repeats,
             command, kernel_grads=(), say=lambda message: None) -> dict:
   """Agreement check, then alternating timings; returns the report.
 
@@ -259,7 +264,7 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
   """
   torch = _torch()
   say('checking that both networks give the same logits...')
-  check = agreement(config)
+  check = agreement(settings)
   if not check['agrees'] or check['params_torch'] != check['params_jax']:
     raise SystemExit(
         f'vs_pytorch: the PyTorch network does not compute the same function'
@@ -276,35 +281,33 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
   if device.type == 'cuda' and not torch.cuda.is_available():
     raise UserError('JAX runs on a GPU but this PyTorch has no CUDA: install'
                     ' the CUDA build (benchmarks/gpu.sh does).')
-  runs = jax_runs(config, strategies, batch_size, dtype, kernel_grads)
+  runs = jax_runs(settings, strategies, batch_size, dtype, kernel_grads)
   # The same numbers for every run (parameters are float32 in any setting).
-  host_state = benchmark.initial_state(config)
-  host = benchmark.synthetic_batch(runs[0].config)
+  host_state = placements.initial_state(settings)
+  host = placements.synthetic_batch(runs[0].settings)
   for p in runs:
     say(f'JAX {p.name}: compiling...')
-    benchmark.prepare(p, host_state, host)
+    placements.prepare(p, host_state, host)
     say(f'JAX {p.name}: compiled in {p.compile_seconds:.1f} s.')
-    benchmark.run_steps(p, warmup)
+    placements.run_steps(p, warmup)
 
-  float_config = config.copy_and_resolve_references()
-  float_config.dtype = 'float32'
-  cfg = step_lib.model_config(float_config)
+  cfg = dataclasses.replace(settings.model, dtype='float32')
   # The very weights the JAX runs start from, not a second initialisation.
-  start = nnx.merge(step_lib.model_graphdef(float_config), host_state.params)
-  net = torch_network(cfg, model_lib.export_params(start)).train()
+  start = nnx.merge(model.graphdef(cfg), host_state.params)
+  net = torch_network(cfg, model.export_params(start)).train()
   layout = torch.channels_last if device.type == 'cuda' else torch.contiguous_format
   net = net.to(device, memory_format=layout)
   images = torch.from_numpy(host['image'].transpose(0, 3, 1, 2).copy()).to(
       device, memory_format=layout)
   labels = torch.from_numpy(host['label'].astype(np.int64)).to(device)
-  torch_step = torch_train_step(net, config, device, dtype)
+  torch_step = torch_train_step(net, settings, device, dtype)
   run_torch(torch_step, images, labels, warmup, device)
 
   seconds = {'pytorch': []} | {p.name: [] for p in runs}
   for r in range(repeats):
     seconds['pytorch'].append(run_torch(torch_step, images, labels, steps, device))
     for p in runs:  # Alternating: a noisy stretch hits both frameworks.
-      seconds[p.name].append(benchmark.run_steps(p, steps))
+      seconds[p.name].append(placements.run_steps(p, steps))
     say(f'repeat {r + 1}/{repeats}: ' + ', '.join(
         f'{name} {steps * batch_size / s[-1]:.1f} images/s'
         for name, s in seconds.items()))
@@ -317,7 +320,7 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
         'name': name,
         'framework': 'pytorch' if name == 'pytorch' else 'jax',
         'devices': 1 if run is None else run.mesh.devices.size,
-        'conv_kernel_grad': None if run is None else run.config.conv_kernel_grad,
+        'conv_kernel_grad': None if run is None else run.settings.model.conv_kernel_grad,
         'compile_seconds': None if run is None else run.compile_seconds,
         'images_per_sec': r,
         'median_images_per_sec': statistics.median(r),
@@ -332,10 +335,10 @@ def compare(config, *, strategies, batch_size, dtype, steps, warmup, repeats,
       'torch_threads': torch.get_num_threads(),
       'backend': backend,
       'device_kind': jax.devices()[0].device_kind,
-      'host_cpu': benchmark._cpu_name(),  # pylint: disable=protected-access
-      'variant': config.model.variant,
-      'image_size': config.image_size,
-      'width': config.model.width,
+      'host_cpu': placements.cpu_name(),
+      'variant': settings.model.variant,
+      'image_size': settings.model.image_size,
+      'width': settings.model.width,
       'batch_size': batch_size,
       'dtype': dtype,
       'pytorch_setup': ('eager, AMP autocast to bfloat16' if dtype == 'bfloat16'
@@ -370,7 +373,7 @@ def format_report(r: dict) -> str:
            f'{p["ratio_to_pytorch"]:.2f}',
            ' '.join(f'{x:.2f}' for x in p['paired_ratios'])]
           for p in r['rows']]
-  lines += cli.format_table(
+  lines += format_table(
       ['run', 'framework', 'devices', 'compile s', 'images/s', 'per repeat',
        'vs PyTorch', 'per-repeat ratios'], rows, right={2, 3, 4, 6})
   return '\n'.join(lines)
@@ -378,26 +381,27 @@ def format_report(r: dict) -> str:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  dtype = _DTYPE.value or config.dtype
-  batch_size = _BATCH_SIZE.value or config.batch_size
+  from alexnet_jax.run.settings import Settings  # pylint: disable=import-outside-toplevel
+  settings = Settings.from_config(_CONFIG.value)
+  dtype = _DTYPE.value or settings.model.dtype
+  batch_size = _BATCH_SIZE.value or settings.data.batch_size
   strategies = tuple(s for s in _STRATEGIES.value.split(',') if s)
   kernel_grads = tuple(k for k in _KERNEL_GRADS.value.split(',') if k)
   for kernel_grad in kernel_grads:
-    if kernel_grad not in model_lib.CONV_KERNEL_GRADS:
+    if kernel_grad not in convolution.CONV_KERNEL_GRADS:
       raise UserError(f'--kernel_grads: unknown conv_kernel_grad {kernel_grad!r};'
-                      f' choose from {", ".join(model_lib.CONV_KERNEL_GRADS)}.')
-  options = benchmark.Options(strategies=strategies, batch_sizes=(batch_size,),
-                              dtypes=(dtype,), steps=_STEPS.value,
-                              warmup=_WARMUP.value, repeats=_REPEATS.value)
+                      f' choose from {", ".join(convolution.CONV_KERNEL_GRADS)}.')
+  options = timing.Options(strategies=strategies, batch_sizes=(batch_size,),
+                           dtypes=(dtype,), steps=_STEPS.value,
+                           warmup=_WARMUP.value, repeats=_REPEATS.value)
   # On a GPU both frameworks share its memory: JAX would take 75% up front.
   os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.45')
-  benchmark.provide_host_devices(config, strategies)
-  benchmark.check_options(config, options, jax.device_count())
+  placements.provide_host_devices(settings, strategies)
+  timing.check_options(settings, options, jax.device_count())
   _torch()  # Before anything compiles.
   say = lambda message: print(f'vs_pytorch: {message}', file=sys.stderr, flush=True)
   report = compare(
-      config, strategies=strategies, batch_size=batch_size, dtype=dtype,
+      settings, strategies=strategies, batch_size=batch_size, dtype=dtype,
       steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
       command=shlex.join(['python', '-m', 'benchmarks.vs_pytorch', *sys.argv[1:]]),
       kernel_grads=kernel_grads, say=say)

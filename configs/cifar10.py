@@ -2,7 +2,7 @@
 
     python -m alexnet_jax.main --config=configs/cifar10.py:cifar_two_tower --workdir=DIR
 
-The argument names the network, a 32x32 variant of model.py (`,small` adds
+The argument names the network, a 32x32 variant of alexnet_jax/core/network.py (`,small` adds
 the splits `train_small` and `test_small`, the first 1,000 training and 200
 test images of each class, for short runs on a CPU):
 

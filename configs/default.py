@@ -23,7 +23,7 @@ TINY_WIDTH = 1 / 16
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
-  # Data (input_pipeline.py). `dataset` is a TFDS name (`imagenet2012`,
+  # Data (alexnet_jax/data/). `dataset` is a TFDS name (`imagenet2012`,
   # `cifar10`, ...), `shapes10` (built in, no download) or `image_folder`
   # (then `data_dir` is the folder holding `split/class/image.jpg`).
   config.dataset = 'imagenet2012'
@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.skip_bad_images = False  # Folder datasets: skip (and count) unreadable files.
   config.input.shapes_train_examples = 10_000  # Built-in dataset sizes.
   config.input.shapes_eval_examples = 2_000
-  # Sec. 4.1's colour shift and Sec. 2's normalisation (input_pipeline.py).
+  # Sec. 4.1's colour shift and Sec. 2's normalisation (data/preprocess.py).
   config.input.pca_lighting = 0.0  # Std of a_i in Sec. 4.1's PCA colour shift (paper: 0.1); 0 = off.
   config.input.normalization = 'standardize'  # 'standardize' | 'mean_pixel' (Sec. 2: mean pixel only).
   config.input.stats_file = ''  # JSON of `python -m alexnet_jax.data_stats`; '' = ImageNet's values.
@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.seed = 0
   config.dtype = 'float32'  # Compute dtype; parameters stay float32.
-  # How convolutions' kernel gradients are computed (model.conv): 'xla'
+  # How convolutions' kernel gradients are computed (core/convolution.py): 'xla'
   # (autodiff) or 'patches' (one matrix product, faster on XLA's CPU
   # backend); the same gradients either way, so it may change on resume.
   config.conv_kernel_grad = 'xla'
@@ -72,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.step_every_epochs = 30.0  # step: divide every this many epochs.
   config.optimizer.warmup_epochs = 0.0  # cosine: linear warm-up.
 
-  # The network (model.py). Variants: `two_tower` (the paper, Fig. 2),
+  # The network (core/network.py). Variants: `two_tower` (the paper, Fig. 2),
   # `one_tower` (the 1-GPU comparison net, Sec. 3.2 footnote 2) and `owt`
   # (torchvision's single-tower "one weird trick" net).
   config.model = ml_collections.ConfigDict()
@@ -90,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in 2012), `data` splits the batch; -1 takes all devices left.
   # `two_gpu.py` is this recipe split as in 2012; here every device holds
   # both towers and takes a slice of the batch.
-  # A strategy is the name of a rules table in parallel.STRATEGIES (logical
+  # A strategy is the name of a rules table in core/parallel.py's STRATEGIES (logical
   # axis -> mesh axis): 'towers' (2012, mesh.model = 2), 'data', 'hybrid'
   # (Krizhevsky 2014: conv data parallel, fc model parallel, mesh.model = 1)
   # or 'fsdp'. `sharding_rules` replaces the table, e.g.
@@ -101,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh.data = -1
   config.mesh.model = 1
 
-  # Robustness (workdir.py, cli.py). A resume that changes what the run means
+  # Robustness (run/rundir.py, run/supervision.py). A resume that changes what the run means
   # (dataset, model.*, batch_size, seed, ...) is refused unless this is True;
   # the change is then recorded in WORKDIR/config_history.jsonl.
   config.allow_config_change = False

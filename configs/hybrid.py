@@ -3,14 +3,14 @@ networks" (arXiv 1404.5997): convolutions data parallel, fully connected
 layers model parallel, on a `data` axis over every device.
 
     python -m alexnet_jax.main --config=configs/hybrid.py --workdir=DIR
-    python -m alexnet_jax.inspect --config=configs/two_gpu.py --strategies=towers,data,hybrid,fsdp
+    python -m alexnet_jax.describe --config=configs/two_gpu.py --strategies=towers,data,hybrid,fsdp
 
 Each device convolves its slice of the batch; before fc6 it gathers the
 whole batch's activations and computes its share of every fully connected
 layer's units (both towers' parameters stay on each device for the
 convolutions). The same network and function as `two_gpu.py` (tested to
 float32 tolerance); only where the arrays live changes, by the rules table
-`parallel.STRATEGIES['hybrid']`. Not yet trained to completion by this
+`STRATEGIES['hybrid']` in alexnet_jax/core/parallel.py. Not yet trained to completion by this
 project (no ImageNet, no accelerator here). The logits are split too, so
 `model.num_classes` must divide by towers x devices (1000 over 2 x 4: yes).
 """

@@ -61,16 +61,18 @@ def read_metrics(workdir):
 
 def train_here(workdir, *overrides, config='configs/two_gpu.py:tiny',
                data_dir=None):
-  """What `python -m alexnet_jax.main` runs, in this process: its checks
-  (`cli.check`), then `train.train_and_evaluate`, on the test worker's two
-  host devices. For tests of what a run writes and says; exit statuses,
+  """What `python -m alexnet_jax.main` runs, in this process: the config
+  resolved (`Settings.from_config`), its checks (`launch.start`), then
+  `loop.train_and_evaluate`, on the test worker's two host devices. For tests of what a run writes and says; exit statuses,
   signals and kills keep real subprocesses (`run_cli`), each of which pays
   Python, TensorFlow and JAX's start (about 10 s of CPU here).
 
   Overrides are `--config.key=value` strings, as on the command line. Returns
   (summary, what the run printed and logged); a UserError propagates.
   """
-  from alexnet_jax import cli, train  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from alexnet_jax.run import cli, launch, loop
+  from alexnet_jax.run.settings import Settings
   path, *arg = config.split(':', 1)
   data = [] if data_dir is None else [f'--config.data_dir={data_dir}']
   cfg = cli.config_from_args(
@@ -80,8 +82,9 @@ def train_here(workdir, *overrides, config='configs/two_gpu.py:tiny',
   logging.getLogger().addHandler(handler)
   try:
     with contextlib.redirect_stderr(said):
-      cli.check(cfg, workdir=str(workdir), fits=True)
-      summary = train.train_and_evaluate(cfg, str(workdir))
+      settings = Settings.from_config(cfg)
+      launch.start(settings, workdir=str(workdir), fits=True)
+      summary = loop.train_and_evaluate(settings, str(workdir))
   finally:
     logging.getLogger().removeHandler(handler)
   return summary, said.getvalue()

@@ -1,8 +1,14 @@
-"""Gives JAX two host devices before it starts, so every test sees the split."""
+"""Gives JAX two host devices before it starts, so every test sees the split.
+
+Files whose tests share costly fixtures (training runs, CLI runs, built
+models) mark themselves `pytest.mark.xdist_group`: one pytest-xdist worker
+runs them all (`--dist loadgroup`), building each fixture once. The fixtures
+are session-scoped, since the worker may run other files' tests in between
+and pytest rebuilds a module fixture each time its file comes back.
+"""
 
 import os
 import shutil
-import sys
 import tempfile
 
 import pytest
@@ -13,11 +19,12 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=2').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# As the commands set them before TensorFlow starts (run/cli.py), so that the
+# tests' runs and the commands they start compute alike.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))  # `configs` is imported as a package.
 
 
 def pytest_configure(config):
@@ -41,18 +48,25 @@ def pytest_unconfigure(config):
     shutil.rmtree(cache, ignore_errors=True)
 
 
-# Files by their longest test or shared fixture, longest first: pytest-xdist
-# hands tests (a group as one unit) to whichever worker is free, in this
-# order, so no long one starts last while the other worker idles.
-_LONGEST_FIRST = ('test_multiprocess', 'test_robustness', 'test_train',
-                  'test_strategies', 'test_sweep', 'test_model', 'test_benchmark',
-                  'test_visualize', 'test_evaluate', 'test_inspect')
-
-
 def pytest_collection_modifyitems(items):
-  rank = lambda item: (_LONGEST_FIRST.index(item.path.stem)
-                       if item.path.stem in _LONGEST_FIRST else len(_LONGEST_FIRST))
-  items.sort(key=rank)  # Stable: within a file, the order it defines.
+  """The slowest work first. pytest-xdist hands tests (an xdist_group as one
+  unit) to whichever worker is free, in this order, so that no long one
+  starts last while the other worker idles. A test says it is slow where it
+  is defined, `@pytest.mark.slow(seconds=N)`, N about its time with its
+  fixtures on 2 cores: it orders the schedule, and nothing asserts it."""
+
+  def unit(item):
+    group = item.get_closest_marker('xdist_group')
+    return group.args[0] if group else item.nodeid
+
+  def seconds(item):
+    mark = item.get_closest_marker('slow')
+    return mark.kwargs.get('seconds', 30) if mark else 0
+
+  longest = {}
+  for item in items:
+    longest[unit(item)] = max(longest.get(unit(item), 0), seconds(item))
+  items.sort(key=lambda item: -longest[unit(item)])  # Stable: files keep their order.
 
 
 CIFAR10_JPEG = ROOT.parent / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'

@@ -1,0 +1,258 @@
+"""AlexNet as in Krizhevsky, Sutskever and Hinton (NIPS 2012), Fig. 2 and Sec. 3.
+
+Any network of `network.NETWORKS`, built and run from its table: every layer
+is split into towers stacked on the leading axis of its parameters (conv1's
+kernel is (2, 11, 11, 3, 48), tower 0 first). Each tower reads its own half
+of the previous layer, except where the table says `reads_both` (conv3, fc6,
+fc7, fc8 in Fig. 2): there the towers exchange activations
+(`towers.exchange`, parallel.py). Shapes in the comments are per tower.
+
+The paper says 224x224 inputs, but conv1's 55 = (227 - 11) / 4 + 1 only
+holds for 227 (Caffe and cuda-convnet use 227, or 224 with padding).
+"""
+
+from collections.abc import Callable
+import functools
+import math
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alexnet_jax.core import convolution
+from alexnet_jax.core import layers
+from alexnet_jax.core import parallel
+from alexnet_jax.core.network import ACTIVATIONS, DTYPES, Layer, ModelConfig
+
+# XLA's RngBitGenerator: as deterministic as threefry for a given backend and
+# placement, and its samplers compile ~10x faster on CPU (threefry's normal
+# took ~1 s per parameter shape), which dominates start-up at small sizes.
+PRNG_IMPL = 'rbg'
+INIT_STDDEV = 0.01  # Sec. 5: weights N(0, 0.01).
+
+
+def prng_key(seed: int) -> jax.Array:
+  return jax.random.key(seed, impl=PRNG_IMPL)
+
+
+def _layer_op(layer: Layer, x: jax.Array, kernel: jax.Array, bias: jax.Array,
+              conv_kernel_grad: str = 'xla') -> jax.Array:
+  """conv (NHWC, HWIO) or matrix product, plus bias: one tower of one layer."""
+  if layer.dense:
+    return x @ kernel + bias
+  # Two plain half-width convolutions, not one grouped convolution
+  # (feature_group_count=2): on CPU the grouped form ran ~3x slower.
+  return convolution.conv(x, kernel, layer.stride, layer.padding,
+                          conv_kernel_grad) + bias
+
+
+class TowerLayer(nnx.Module):
+  """One row of the table, split into towers: kernel (towers, [kh, kw,] in, out)."""
+
+  def __init__(self, layer: Layer, towers: int, in_features: int,
+               out_features: int, *, bias: float, std: float, rngs: nnx.Rngs,
+               conv_kernel_grad: str = 'xla'):
+    shape = (() if layer.dense else (layer.kernel, layer.kernel)) + (in_features, out_features)
+    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (towers, *shape)))
+    self.bias = nnx.Param(jnp.full((towers, out_features), bias, jnp.float32))
+    self.layer = layer
+    self.conv_kernel_grad = conv_kernel_grad
+
+  def __call__(self, x: jax.Array, tower: int, towers: parallel.Towers, dtype) -> jax.Array:
+    kernel = self.kernel[tower]
+    if self.layer.dense:  # FSDP stores fc kernels split over their inputs.
+      kernel = towers.gather_weights(kernel, self.layer.name)
+    return _layer_op(self.layer, x.astype(dtype), kernel.astype(dtype),
+                     self.bias[tower].astype(dtype), self.conv_kernel_grad)
+
+
+class AlexNet(nnx.Module):
+  """Any network of NETWORKS, split over devices or not.
+
+  Call it inside `jax.set_mesh(mesh)` to run it as the strategy's `rules`
+  place it (default: one tower per device on a `model` axis of 2); outside
+  a mesh it runs every tower on each device, with the same result.
+  """
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    net = cfg.network
+    in_shapes = input_shapes(cfg)
+    for layer in net.layers:
+      in_features = in_shapes[layer.name][-1]  # After its exchange (and flattening).
+      fan_in = in_features * (1 if layer.dense else layer.kernel ** 2)
+      he = cfg.init == 'he' and layer is not net.layers[-1]  # The logits keep N(0, 0.01).
+      setattr(self, layer.name, TowerLayer(
+          layer, net.towers, in_features, cfg.features(layer),
+          bias=1.0 if cfg.init == 'paper' and layer.bias_one else 0.0,
+          std=math.sqrt(2.0 / fan_in) if he else INIT_STDDEV, rngs=rngs,
+          conv_kernel_grad=cfg.conv_kernel_grad))
+
+  def __call__(self, images: jax.Array, *, train: bool = False,
+               rng: jax.Array | None = None,
+               rules: parallel.Rules | None = None) -> jax.Array:
+    """(B, S, S, 3) images -> (B, num_classes) float32 logits."""
+    if train and self.cfg.dropout_rate > 0 and rng is None:
+      raise ValueError('Training with dropout needs an `rng` key.')
+    rng = prng_key(0) if rng is None else rng
+    graphdef, params = nnx.split(self)
+
+    def towers_fn(params, images, rng, towers):
+      return nnx.merge(graphdef, params).forward(images, towers, train=train, rng=rng)
+
+    return parallel.run_towers(towers_fn, params, param_axes(params), images,
+                               rng, self.cfg.network.towers, rules)
+
+  def forward(self, x: jax.Array, towers: parallel.Towers, *, train: bool,
+              rng: jax.Array, record: Callable[[str, jax.Array], None] | None = None,
+              ) -> jax.Array:
+    """The towers in `towers.ids`; this module holds exactly their parameters."""
+    return _forward(self.cfg, lambda name: getattr(self, name), x, towers,
+                    train=train, rng=rng, record=record)
+
+
+def _forward(cfg: ModelConfig, module, x, towers, *, train, rng, record=None):
+  """The table, row by row: exchange where it says, then op, ReLU, LRN, pool, dropout.
+
+  `module(name)(h, i, towers, dtype)` applies one tower of a layer;
+  `record(name, h)` sees tower 0's output of each layer and pool.
+  """
+  dtype = DTYPES[cfg.dtype]
+  act = ACTIVATIONS[cfg.activation]
+  local = range(len(towers.ids))
+  record = record or (lambda name, h: None)
+  table = cfg.network.layers
+  hs = [x.astype(dtype)] * len(local)  # Every tower reads the image.
+  for index, layer in enumerate(table):
+    if layer.dense and hs[0].ndim > 2:  # Entering the fully connected part.
+      hs = towers.enter_dense(hs, layer.name)
+    hs = towers.exchange(hs, layer.name, both=layer.reads_both)
+    hs = [h.reshape(h.shape[0], -1) if layer.dense else h for h in hs]
+    hs = [module(layer.name)(h, i, towers, dtype) for h, i in zip(hs, local)]
+    if layer is table[-1]:
+      record(layer.name, hs[0])
+      break
+    hs = [act(h) for h in hs]
+    if layer.lrn and cfg.lrn:
+      hs = [layers.lrn(h, convention=cfg.lrn_convention) for h in hs]
+    if layer.pool:
+      record(layer.name, hs[0])
+      hs = [layers.max_pool(h, cfg.overlapping_pool) for h in hs]
+    if layer.dropout and train and cfg.dropout_rate > 0:
+      hs = [layers.dropout(h, cfg.dropout_rate, towers.dropout_keep(
+          rng, index, i, h.shape, cfg.dropout_rate)) for h, i in zip(hs, local)]
+    record(f'pool{layer.name.removeprefix("conv")}' if layer.pool else layer.name, hs[0])
+  return towers.exchange_logits(hs).astype(jnp.float32)  # Softmax over all classes.
+
+
+def _trace(cfg: ModelConfig):
+  """(what each layer's op reads, what each layer and pool gives), per tower,
+  batch 1: the table's forward pass traced with zero kernels, never run."""
+  return _traced(cfg, cfg.network)
+
+
+@functools.lru_cache(maxsize=256)  # Keyed by the table too: a test may add one.
+def _traced(cfg: ModelConfig, network):
+  table = {l.name: l for l in network.layers}
+  inputs, outputs = {}, {}
+
+  def module(name):
+    def apply(h, i, towers, dtype):
+      inputs[name] = h.shape
+      layer = table[name]
+      size = (() if layer.dense else (layer.kernel,) * 2) + (h.shape[-1], cfg.features(layer))
+      return _layer_op(layer, h, jnp.zeros(size, dtype), jnp.zeros(size[-1:], dtype))
+    return apply
+
+  towers = parallel.Towers(ids=list(range(cfg.network.towers)))
+  x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+  jax.eval_shape(lambda x: _forward(
+      cfg, module, x, towers, train=False, rng=prng_key(0),
+      record=lambda name, h: outputs.__setitem__(name, h.shape[1:])), x)
+  return inputs, outputs
+
+
+def input_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """What each layer's op reads, per tower (after its exchange), batch 1."""
+  return dict(_trace(cfg)[0])
+
+
+def layer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Output shape per tower of every layer and pool, without the batch."""
+  return dict(_trace(cfg)[1])
+
+
+def path_names(path) -> list[str]:
+  """('conv1', 'kernel') from a parameter's pytree path (nnx adds `.value`)."""
+  return [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+
+
+def param_axes(params) -> object:
+  """The logical axes of every parameter; parallel.py maps them onto the mesh.
+
+  Every leading axis is the tower. Fully connected kernels also name their
+  inputs (`fc_in`, FSDP stores them split) and outputs (`fc_units`, the 2014
+  hybrid computes them split); convolutions are never split inside a tower.
+  """
+  def axes(path, x):
+    layer, part = path_names(path)[:2]
+    dense = params[layer]['kernel'].ndim == 3
+    if part == 'kernel':
+      return parallel.Logical(('tower', 'fc_in', 'fc_units') if dense
+                              else ('tower',) + (None,) * (x.ndim - 1))
+    return parallel.Logical(('tower', 'fc_units') if dense else ('tower', None))
+  return jax.tree_util.tree_map_with_path(axes, params)
+
+
+def create(cfg: ModelConfig, seed: int = 0) -> AlexNet:
+  """Builds and initialises the model on the default device."""
+  return AlexNet(cfg, rngs=nnx.Rngs(prng_key(seed)))
+
+
+def graphdef(cfg: ModelConfig) -> nnx.GraphDef:
+  """The model's structure, with nothing computed. The compute dtype and the
+  kernel gradient live in the modules: each setting has its own graphdef."""
+  return nnx.graphdef(nnx.eval_shape(lambda: create(cfg)))
+
+
+def export_params(model: AlexNet) -> dict[str, np.ndarray]:
+  """Flat numpy weights, `conv1/kernel` ... `fc8/bias`, towers merged.
+
+  Layout: conv kernels HWIO (kh, kw, in per tower, out), dense kernels
+  (in, out), biases (out,). Each layer's towers are concatenated along the
+  output axis, tower 0 first, as Caffe's `group: 2` stores them. A layer that
+  reads one tower has `in` = that tower's channels (grouped convolution);
+  fc6's rows are (h, w, c) with c running over tower 0's channels, then
+  tower 1's.
+  """
+  flat = {}
+  for layer in model.cfg.network.layers:
+    for part in ('kernel', 'bias'):
+      value = np.asarray(getattr(getattr(model, layer.name), part)[...])
+      flat[f'{layer.name}/{part}'] = np.concatenate(list(value), axis=-1)
+  return flat
+
+
+def import_params(model: AlexNet, flat: dict[str, np.ndarray]) -> None:
+  """Loads `export_params`' layout into `model` in place (towers split again).
+
+  Read `.npz` files with `np.load(path, allow_pickle=False)`: weights are
+  plain arrays, and nothing in them is executed. Raises ValueError on a
+  shape that does not fit.
+  """
+  for layer in model.cfg.network.layers:
+    for part in ('kernel', 'bias'):
+      variable = getattr(getattr(model, layer.name), part)
+      towers, *shape, out = variable[...].shape
+      value = np.asarray(flat[f'{layer.name}/{part}'], np.float32)
+      if value.shape != (*shape, towers * out):
+        raise ValueError(
+            f'{layer.name}/{part} has shape {value.shape}, which does not fit'
+            f' this model (expects {(*shape, towers * out)}: {towers} tower(s)'
+            f' of {out} along the last axis).')
+      variable[...] = jnp.asarray(np.stack(np.split(value, towers, axis=-1)))
+
+
+def count_params(model: AlexNet) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

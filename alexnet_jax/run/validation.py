@@ -1,0 +1,170 @@
+"""Config checks that run before anything compiles; each failure is one paragraph.
+
+Unknown keys and wrong types on the command line are caught while the flags
+are parsed (cli.py), an unknown strategy while the config is resolved
+(settings.py); everything else is `validate`, against the devices there are.
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+
+from alexnet_jax.core import convolution
+from alexnet_jax.core import model
+from alexnet_jax.core import network
+from alexnet_jax.core import optim
+from alexnet_jax.core import parallel
+from alexnet_jax.errors import UserError
+
+
+def _positive(values: dict) -> None:
+  for name, value in values.items():
+    if not value > 0:
+      raise UserError(f'{name} must be positive, got {value!r}.')
+
+
+def validate(settings, *, num_devices: int,
+             workdir: str | None = None) -> tuple[int, int]:
+  """Raises UserError for anything wrong in `settings` (run.settings.Settings);
+  returns the (data, model) mesh shape."""
+  run, opt = settings.run, settings.optimizer
+  _positive({'batch_size': settings.data.batch_size,
+             'optimizer.learning_rate': opt.learning_rate,
+             'eval_every_steps': run.eval_every_steps,
+             'checkpoint_every_steps': run.checkpoint_every_steps,
+             'log_every_steps': run.log_every_steps,
+             'keep_checkpoints': run.keep_checkpoints,
+             'image_size': settings.model.image_size})
+  if run.num_train_steps == 0 or run.num_train_steps < -1:
+    raise UserError(
+        f'num_train_steps must be positive (or -1 to train for num_epochs), got'
+        f' {run.num_train_steps}.')
+  if run.num_train_steps == -1:
+    _positive({'num_epochs': run.num_epochs})
+  if not 0 <= opt.momentum < 1:
+    raise UserError(f'optimizer.momentum must be in [0, 1), got {opt.momentum}.')
+  if opt.weight_decay < 0:
+    raise UserError(f'optimizer.weight_decay must be >= 0, got {opt.weight_decay}.')
+  if opt.schedule not in optim.SCHEDULES:
+    raise UserError(f'Unknown optimizer.schedule {opt.schedule!r};'
+                    f' choose one of {", ".join(optim.SCHEDULES)}.')
+  validate_model(settings.model)
+  data, model_axis = parallel.mesh_shape(settings.mesh, num_devices)
+  validate_rules(settings, {parallel.DATA: data, parallel.MODEL: model_axis})
+  if workdir is not None:
+    _check_workdir(Path(workdir))
+  return data, model_axis
+
+
+def _check_workdir(path: Path) -> None:
+  if path.exists() and not path.is_dir():
+    raise UserError(f'--workdir {path} is a file; give a directory (it is'
+                    ' created if missing).')
+  existing = next((p for p in [path, *path.parents] if p.exists()), None)
+  if existing is not None and not existing.is_dir():
+    raise UserError(f'--workdir {path} lies under {existing}, which is a'
+                    ' file; give a directory path.')
+  if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f'--workdir {path} is not writable (checked {existing});'
+                    ' choose a directory you can write to.')
+
+
+def validate_model(cfg: network.ModelConfig) -> None:
+  """Model settings a user can get wrong, checked before anything compiles."""
+  if cfg.variant not in network.NETWORKS:
+    raise UserError(f'Unknown model.variant {cfg.variant!r}; choose one of '
+                    f'{", ".join(network.NETWORKS)}.')
+  towers = cfg.network.towers
+  if cfg.num_classes < 1 or cfg.num_classes % towers:
+    raise UserError(
+        f'model.num_classes={cfg.num_classes} must be a positive multiple of'
+        f' {towers}: each of the {towers} towers computes an equal share of'
+        ' the logits in its last layer.')
+  if cfg.activation not in network.ACTIVATIONS:
+    raise UserError(f'Unknown model.activation {cfg.activation!r}; choose one of'
+                    f' {", ".join(network.ACTIVATIONS)}.')
+  if cfg.lrn_convention not in network.LRN_CONVENTIONS:
+    raise UserError(f"model.lrn_convention must be 'paper' or 'caffe', got"
+                    f' {cfg.lrn_convention!r}.')
+  if cfg.init not in network.INITS:
+    raise UserError(f"model.init must be 'paper' or 'he', got {cfg.init!r}.")
+  if not 0.0 <= cfg.dropout_rate < 1.0:
+    raise UserError(f'model.dropout_rate must be in [0, 1), got {cfg.dropout_rate}.')
+  if not cfg.width > 0:
+    raise UserError(f'model.width must be positive, got {cfg.width}.')
+  if cfg.dtype not in network.DTYPES:
+    raise UserError(f'Unknown dtype {cfg.dtype!r}; choose one of'
+                    f' {", ".join(network.DTYPES)}.')
+  if cfg.conv_kernel_grad not in convolution.CONV_KERNEL_GRADS:
+    raise UserError(f'Unknown conv_kernel_grad {cfg.conv_kernel_grad!r};'
+                    f' choose one of {", ".join(convolution.CONV_KERNEL_GRADS)}.')
+  if not fits(cfg):
+    raise UserError(
+        f'image_size={cfg.image_size} is too small for the {cfg.variant}'
+        f' network (overlapping_pool={cfg.overlapping_pool}): the feature maps'
+        ' shrink to nothing before the fully connected layers. The smallest'
+        f' image size that works is {smallest_image_size(cfg)}; the'
+        ' paper uses 227.')
+
+
+def validate_rules(settings, mesh: dict[str, int]) -> parallel.Rules:
+  """The strategy's rules against the mesh and the network; returns them."""
+  rules, source = settings.rules, settings.rules_source
+  for logical, axis in dataclasses.asdict(rules).items():
+    if axis is not None and axis not in mesh:
+      raise UserError(
+          f'{source} maps {logical} to the mesh axis {axis!r}, which does not'
+          f' exist; the mesh axes are {", ".join(mesh)}.')
+  for axis, size in mesh.items():
+    if size > 1 and axis not in dataclasses.astuple(rules):
+      raise UserError(
+          f'The mesh puts {size} devices on {axis!r} but {source} splits'
+          f' nothing over it. Pass --config.mesh.{axis}=1, or a strategy that'
+          f' uses it (strategy=towers splits the towers over model).')
+  cfg = settings.model
+  net = cfg.network
+  if rules.tower and mesh[rules.tower] != net.towers:
+    raise UserError(
+        f'{source} puts one tower on each device of the {rules.tower} axis, so'
+        f' mesh.{rules.tower} must equal the {net.towers} tower(s) of'
+        f' model.variant={cfg.variant}; got mesh.{rules.tower}='
+        f'{mesh[rules.tower]}. Use strategy=data with mesh.model=1 to keep'
+        ' every tower on each device.')
+  for logical in ('batch', 'fc_batch'):
+    n = mesh.get(getattr(rules, logical), 1)
+    if settings.data.batch_size % n:
+      raise UserError(
+          f'batch_size={settings.data.batch_size} does not divide over the {n}'
+          f' device(s) of the {getattr(rules, logical)} axis: use a multiple of {n}.')
+  for logical in ('fc_units', 'fc_in'):
+    n = mesh.get(getattr(rules, logical), 1)
+    dense = [l for l in net.layers if l.dense]
+    sizes = {l.name: cfg.features(l) for l in dense} if logical == 'fc_units' else {
+        name: shape[-1] for name, shape in model.input_shapes(cfg).items()
+        if name in {l.name for l in dense}}
+    bad = {k: v for k, v in sizes.items() if v % n}
+    if bad:
+      name, size = next(iter(bad.items()))
+      raise UserError(
+          f'{source} splits {logical} over the {n} devices of'
+          f' {getattr(rules, logical)!r}, but {name} has {size} per tower, which'
+          f' does not divide by {n}. Change model.width or model.num_classes,'
+          ' or the mesh.')
+  return rules
+
+
+def fits(cfg: network.ModelConfig) -> bool:
+  """Whether the image survives every layer with at least one pixel."""
+  try:
+    return all(min(s) >= 1 for s in model.layer_shapes(cfg).values())
+  except (TypeError, ValueError):  # A negative size fails inside the trace.
+    return False
+
+
+def smallest_image_size(cfg: network.ModelConfig) -> int:
+  """The smallest image the network accepts (binary search over traces)."""
+  lo, hi = 1, 4096
+  while lo < hi:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if fits(dataclasses.replace(cfg, image_size=mid)) else (mid + 1, hi)
+  return lo

@@ -1,0 +1,1 @@
+"""Train-step throughput, memory and MFU per placement (`python -m alexnet_jax.benchmark`)."""

@@ -1,0 +1,77 @@
+"""Learning curves: train and eval loss, top-1 and the learning rate against
+step from each workdir's metrics.jsonl, runs on shared axes, one colour each."""
+
+from pathlib import Path
+
+from alexnet_jax.errors import UserError
+from alexnet_jax.run import metric_writer
+from alexnet_jax.tools.pictures.output import DPI
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+  """A workdir's metrics.jsonl rows; UserError if it has none."""
+  if not (Path(run_dir) / 'metrics.jsonl').is_file():
+    raise UserError(f'{run_dir} has no metrics.jsonl: not a training workdir'
+                    ' (python -m alexnet_jax.main --workdir=DIR writes one).')
+  return metric_writer.read_rows(run_dir)
+
+
+def run_colours(count: int) -> list:
+  """One colour per run, none twice: matplotlib's 10-colour cycle, tab20 up
+  to 20 runs, evenly spaced along `turbo` beyond."""
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  if count <= 10:
+    return [f'C{i}' for i in range(count)]
+  if count <= 20:
+    return [colormaps['tab20'](i) for i in range(count)]
+  return [colormaps['turbo'](i / (count - 1)) for i in range(count)]
+
+
+def plot_curves(run_dirs: list, out_path, labels=None) -> None:
+  """Train/eval loss, top-1 and the learning rate against step, one colour per run.
+
+  `run_dirs`: workdirs holding metrics.jsonl; `labels`: one per run (default:
+  the folder names). Train values are lines, evaluations dots on dashed lines.
+  The format follows `out_path`'s suffix (.png, .svg, .pdf).
+  """
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  run_dirs = [Path(d) for d in run_dirs]
+  labels = list(labels) if labels else _run_labels(run_dirs)
+  if len(labels) != len(run_dirs):
+    raise ValueError(f'{len(labels)} labels for {len(run_dirs)} runs')
+  records = [read_metrics(d) for d in run_dirs]
+  fig = Figure(figsize=(14, 3.9), layout='constrained')
+  panels = fig.subplots(1, 3)
+  colours = run_colours(len(run_dirs))
+  for rows, label, colour in zip(records, labels, colours):
+    def series(key):
+      pts = [(r['step'], r[key]) for r in rows if key in r and 'step' in r]
+      return ([p[0] for p in pts], [p[1] for p in pts])
+    for ax, key in ((panels[0], 'loss'), (panels[1], 'top1')):
+      ax.plot(*series(f'train_{key}'), color=colour, lw=1, alpha=0.8)
+      ax.plot(*series(f'eval_{key}'), color=colour, lw=1, linestyle='--',
+              marker='o', markersize=3.5)
+    panels[2].plot(*series('learning_rate'), color=colour, lw=1.2, label=label)
+  for ax, name in zip(panels, ('loss (cross-entropy)', 'top-1 accuracy',
+                               'learning rate')):
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel('step', fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+  panels[1].set_ylim(0, 1)
+  panels[2].ticklabel_format(axis='y', style='plain', useOffset=False)
+  # Colour: the run; line style: train (solid) or evaluation (dashed, dots).
+  panels[0].plot([], [], color='black', lw=1, label='train')
+  panels[0].plot([], [], color='black', lw=1, linestyle='--', marker='o',
+                 markersize=3.5, label='eval')
+  panels[0].legend(fontsize=8, loc='upper right')
+  fig.legend(*panels[2].get_legend_handles_labels(), loc='outside right upper',
+             fontsize=8, title='run', title_fontsize=8)
+  fig.savefig(out_path, dpi=DPI)
+
+
+def _run_labels(run_dirs: list[Path]) -> list[str]:
+  names = [d.resolve().name for d in run_dirs]
+  if len(set(names)) == len(names):
+    return names
+  return [f'{d.resolve().parent.name}/{d.resolve().name}' for d in run_dirs]

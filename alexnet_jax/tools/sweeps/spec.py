@@ -1,0 +1,213 @@
+"""Sweep files: which config to start from and which values to try.
+
+A sweep file is Python (experiments/README.md has the format):
+
+    BASE = 'configs/cifar10.py:cifar_4layer'    # a config file of configs/ [:arg]
+    OVERRIDES = {'num_train_steps': 3000}       # optional, shared by every point
+    PRODUCT = {'model.lrn': [True, False]}      # every combination, and/or
+    ZIP = {'model.activation': ['relu', 'tanh'],   # lists taken side by side
+           'optimizer.learning_rate': [0.01, 0.02]}
+    SEEDS = [0, 1]                              # config.seed of each repeat
+    TARGET_TRAIN_ERROR = 0.25                   # optional: steps to reach it
+                                                # (train error, 3 log windows)
+    PAPER = 'Sec. 3.3: 13% without LRN, 11% with'  # optional: the claim tested
+
+Reading one builds and checks every point's config; nothing is trained.
+"""
+
+import dataclasses
+import difflib
+import itertools
+import os
+from pathlib import Path
+import sys
+
+from alexnet_jax.errors import UserError
+from alexnet_jax.run import cli
+
+# Names a sweep file may define; anything else in capitals is likely a typo.
+FIELDS = ('BASE', 'OVERRIDES', 'PRODUCT', 'ZIP', 'SEEDS', 'TARGET_TRAIN_ERROR',
+          'PAPER')
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  overrides: dict  # The varying keys only (PRODUCT and ZIP).
+  seed: int
+
+  @property
+  def group(self) -> str:
+    """The point without its seed: what the table averages over."""
+    return ','.join(f'{k}={format_value(v)}' for k, v in self.overrides.items())
+
+  @property
+  def name(self) -> str:
+    """Its folder: overrides and seed; readable, and unique within a sweep."""
+    name = ','.join(filter(None, [self.group, f'seed={self.seed}']))
+    # Orbax reads checkpoint paths as globs: no [ ] * ? in a folder name.
+    for bad, good in (('/', '_'), (' ', ''), ('[', '('), (']', ')'),
+                      ('*', 'x'), ('?', '_')):
+      name = name.replace(bad, good)
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  path: str
+  base: str  # configs/FILE.py[:ARG]
+  overrides: dict  # Shared by every point.
+  points: tuple[Point, ...]
+  target_train_error: float | None = None
+  paper: str = ''  # The paper's claim and figure this sweep tests.
+
+  def identity(self) -> dict:
+    """What makes two folders comparable: the base and shared overrides."""
+    return {'base': self.base, 'overrides': self.overrides}
+
+  def command(self, point: Point, workdir: str | Path) -> list[str]:
+    """`python -m alexnet_jax.main ...` for one point, as a list of arguments."""
+    values = {**self.overrides, **point.overrides, 'seed': point.seed}
+    return [sys.executable, '-m', 'alexnet_jax.main', f'--config={self.base}',
+            *(f'--config.{k}={format_value(v)}' for k, v in values.items()),
+            f'--workdir={Path(workdir) / point.name}']
+
+
+def format_value(value) -> str:
+  return value if isinstance(value, str) else repr(value)
+
+
+def load(path: str) -> Sweep:
+  """Reads and checks a sweep file; UserError naming the file and the problem."""
+  source_path = Path(path)
+  if not source_path.is_file():
+    raise UserError(f'The sweep file {path} does not exist. Give a file such'
+                    ' as experiments/lrn.py (see experiments/README.md).')
+  try:
+    code = compile(source_path.read_text(), str(source_path), 'exec')
+  except SyntaxError as e:
+    raise UserError(f'The sweep file {path} has a syntax error on line'
+                    f' {e.lineno}: {e.msg}. Fix it and run again.') from None
+  namespace = {'__file__': str(source_path), '__name__': '__sweep__'}
+  try:
+    exec(code, namespace)  # pylint: disable=exec-used
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'The sweep file {path} failed to run:'
+                    f' {type(e).__name__}: {e}. Fix it and run again.') from None
+  unknown = [k for k in namespace if k.isupper() and k not in FIELDS]
+  if unknown:
+    raise UserError(
+        f'The sweep file {path} defines {", ".join(unknown)}, which the runner'
+        f' does not know (it reads {", ".join(FIELDS)}); a typo? Rename or'
+        ' remove it.')
+
+  def bad(problem):
+    return UserError(f'The sweep file {path} {problem}')
+
+  base = namespace.get('BASE')
+  if not isinstance(base, str) or not base:
+    raise bad("sets no BASE; add e.g. BASE = 'configs/cifar10.py:cifar_4layer'.")
+  overrides = namespace.get('OVERRIDES', {})
+  product = namespace.get('PRODUCT')
+  zipped = namespace.get('ZIP')
+  seeds = namespace.get('SEEDS', [0])
+  for field, value in (('OVERRIDES', overrides), ('PRODUCT', product),
+                       ('ZIP', zipped)):
+    if value is not None and not isinstance(value, dict):
+      raise bad(f'sets {field} to a {type(value).__name__}; it must be a dict'
+                " of config keys, e.g. {'model.lrn': [True, False]}.")
+  if (not isinstance(seeds, (list, tuple)) or not seeds
+      or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+      or len(set(seeds)) != len(seeds)):
+    raise bad(f'sets SEEDS = {seeds!r}; it must be a non-empty list of distinct'
+              ' integers, e.g. SEEDS = [0, 1].')
+  for field, value in (('PRODUCT', product), ('ZIP', zipped)):
+    if value is None:
+      continue
+    empty = [k for k, v in value.items()
+             if not isinstance(v, (list, tuple)) or not v]
+    if not value or empty:
+      raise bad(f'has an empty {field}' + (f' (no values for {", ".join(empty)})'
+                if empty else '') + ': the sweep would have no points. Give'
+                f' each key of {field} a non-empty list of values.')
+  if zipped and len({len(v) for v in zipped.values()}) > 1:
+    lengths = ', '.join(f'{k}: {len(v)}' for k, v in zipped.items())
+    raise bad(f'has ZIP lists of different lengths ({lengths}); ZIP takes'
+              ' them side by side, so they must be equally long.')
+  keys = [*overrides, *(product or {}), *(zipped or {})]
+  repeated = sorted({k for k in keys if keys.count(k) > 1})
+  if repeated:
+    raise bad(f'sets {", ".join(repeated)} in more than one of OVERRIDES,'
+              ' PRODUCT and ZIP; set each key in one place.')
+  if 'seed' in keys:
+    raise bad("sets 'seed' as a config override; list the seeds in SEEDS.")
+  target = namespace.get('TARGET_TRAIN_ERROR')
+  if target is not None and not (isinstance(target, (int, float))
+                                 and 0 < target < 1):
+    raise bad(f'sets TARGET_TRAIN_ERROR = {target!r}; it must be a fraction'
+              ' in (0, 1), e.g. 0.25.')
+
+  # Every combination of PRODUCT, each with every row of ZIP, each seed.
+  product_rows = [dict(zip(product, values))
+                  for values in itertools.product(*product.values())
+                  ] if product else [{}]
+  zip_rows = ([dict(zip(zipped, values)) for values in zip(*zipped.values())]
+              if zipped else [{}])
+  points = tuple(Point({**p, **z}, seed)
+                 for p in product_rows for z in zip_rows for seed in seeds)
+  names = [p.name for p in points]
+  if len(set(names)) != len(names):
+    raise bad('gives two points the same folder name; make the values of each'
+              ' key distinct.')
+  paper = namespace.get('PAPER', '')
+  if not isinstance(paper, str):
+    raise bad(f'sets PAPER = {paper!r}; it must be a string: the paper\'s'
+              ' claim this sweep tests, with its section.')
+  sweep = Sweep(str(path), base, dict(overrides), points,
+                float(target) if target is not None else None, paper)
+  for point in points:  # Every point's config, as main would build it.
+    point_config(sweep, point)
+  return sweep
+
+
+def base_config(sweep: Sweep):
+  """The BASE config file's config (ml_collections ConfigDict), locked."""
+  file = sweep.base.partition(':')[0]
+  if not Path(file).is_file():
+    raise UserError(f'The sweep file {sweep.path} names BASE = {sweep.base!r},'
+                    f' but {file} does not exist (relative to {os.getcwd()}).'
+                    ' Run from the repository root, or fix BASE.')
+  try:
+    config = cli.load_config_file(sweep.base)
+  except UserError as e:
+    raise UserError(f'The sweep file {sweep.path} names BASE = {sweep.base!r},'
+                    f' which could not be loaded: {e}') from None
+  config.lock()
+  return config
+
+
+def point_config(sweep: Sweep, point: Point):
+  """The base config with the shared and the point's overrides applied."""
+  config = base_config(sweep)
+  for key, value in {**sweep.overrides, **point.overrides,
+                     'seed': point.seed}.items():
+    _override(sweep, config, key, value)
+  return config
+
+
+def _override(sweep, config, key, value):
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    node = node.get(part) if hasattr(node, 'get') else None
+  if node is None or not hasattr(node, 'get') or leaf not in node:
+    near = difflib.get_close_matches(key, cli.config_keys(config), n=3, cutoff=0.6)
+    raise UserError(
+        f'The sweep file {sweep.path} overrides {key!r}, which is not a key of'
+        f' {sweep.base}' + (f' (nearest: {", ".join(near)})' if near else '')
+        + '. Use a key of the config, e.g. model.lrn.')
+  try:
+    node[leaf] = value
+  except (TypeError, ValueError) as e:
+    raise UserError(
+        f'The sweep file {sweep.path} sets {key}={value!r}, which the config'
+        f' {sweep.base} refuses: {e}'.replace('\n', ' ')) from None
