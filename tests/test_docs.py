@@ -76,3 +76,11 @@ def test_every_relative_link_resolves(page):
     if not path.exists():
       broken.append(target)
   assert not broken, broken
+
+
+def test_every_test_the_docs_name_exists():
+  """The "What happens when" table and the pages name the test of each claim."""
+  defined = {m for p in (ROOT / 'tests').rglob('test_*.py')
+             for m in re.findall(r'^def (test_\w+)', p.read_text(), re.M)}
+  named = {m for page in PAGES for m in re.findall(r'`(test_\w+)`', page.read_text())}
+  assert named and not named - defined, sorted(named - defined)
