@@ -87,9 +87,9 @@ def torch_network(cfg: ModelConfig, flat: dict[str, np.ndarray], *,
   alpha = lrn_alpha_for_torch(cfg) if lrn_alpha is None else lrn_alpha
   activation = {'relu': F.relu, 'tanh': torch.tanh}[cfg.activation]
   pool = (3, 2) if cfg.overlapping_pool else (2, 2)
-  layers = cfg.network.layers
+  table = cfg.network.layers
   # What the first fully connected layer reads, per tower: (h, w, c).
-  convs = [l for l in layers if not l.dense]
+  convs = [l for l in table if not l.dense]
   last = convs[-1].name
   h, w, c = model.layer_shapes(cfg)[
       f'pool{last.removeprefix("conv")}' if convs[-1].pool else last]
@@ -101,10 +101,10 @@ def torch_network(cfg: ModelConfig, flat: dict[str, np.ndarray], *,
       super().__init__()
       self.ops = nn.ModuleDict()
       channels = 3
-      for layer in layers:
+      for layer in table:
         kernel = flat[f'{layer.name}/kernel']
         if layer.dense:
-          if layer is next(l for l in layers if l.dense):
+          if layer is next(l for l in table if l.dense):
             # Rows (h, w, c) here, c over tower 0 first; torch flattens (c, h, w).
             kernel = kernel.reshape(h, w, c * towers, -1).transpose(
                 2, 0, 1, 3).reshape(kernel.shape)
@@ -125,7 +125,7 @@ def torch_network(cfg: ModelConfig, flat: dict[str, np.ndarray], *,
         self.ops[layer.name] = op
 
     def _after(self, layer, x):
-      if layer is layers[-1]:
+      if layer is table[-1]:
         return x  # The logits.
       x = activation(x)
       if layer.lrn and cfg.lrn:
@@ -142,7 +142,7 @@ def torch_network(cfg: ModelConfig, flat: dict[str, np.ndarray], *,
       return x
 
     def forward(self, x):  # (N, 3, S, S) -> (N, classes)
-      for layer in layers:
+      for layer in table:
         if layer.dense and x.ndim > 2:
           x = torch.flatten(x, 1)
         x = self._after(layer, self.ops[layer.name](x))

@@ -151,13 +151,14 @@ def _module_names(tree) -> set[str]:
   return names
 
 
-@pytest.mark.parametrize('name', sorted(MODULES))
-def test_one_meaning_per_name(name):
+@pytest.mark.parametrize('path', [*MODULES.values(), *(ROOT / 'benchmarks').glob('*.py')],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_one_meaning_per_name(path):
   """A module imported as `steps` is not also a variable `steps` in the same
-  file, which would force an alias such as `steps as steps_lib`."""
-  tree = ast.parse(MODULES[name].read_text())
+  file, which would force an alias such as `steps as steps_lib`, or shadow it."""
+  tree = ast.parse(path.read_text())
   both = _module_names(tree) & _bound_names(tree)
-  assert not both, f'{name}: {sorted(both)}'
+  assert not both, sorted(both)
 
 
 DATED = re.compile(r'20\d\d-\d\d-\d\d')
