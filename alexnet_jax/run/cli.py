@@ -90,7 +90,7 @@ def parse_flags(argv: list[str], flag_values=flags.FLAGS,
     return flag_values(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     if usage:
-      raise UserError(f'{e}. Usage: {usage}') from None
+      raise UserError(f"{str(e).rstrip('.')}. Usage: {usage}") from None
     raise UserError(explain_flag_error(str(e), argv, _load_config(argv))) from None
 
 
