@@ -2,7 +2,6 @@
 users run, the generated tables are today's, and every relative link resolves."""
 
 import re
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest

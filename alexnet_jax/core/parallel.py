@@ -20,7 +20,6 @@ resolved once from its config (run/settings.py) and handed down as `Rules`.
 
 from collections.abc import Callable, Sequence
 import dataclasses
-import math
 from typing import Any
 
 import jax

@@ -8,7 +8,6 @@ Flax's tests do): the report's arithmetic does not depend on them.
 """
 
 import json
-from pathlib import Path
 import statistics
 import subprocess
 import sys
