@@ -56,13 +56,6 @@ class Settings:
       return f'sharding_rules={self.sharding_rules!r}'
     return f'strategy={self.strategy}'
 
-  def resolved_value(self, key: str):
-    """One setting of the config as given, by its dotted key ('model.lrn')."""
-    value = self.resolved
-    for part in key.split('.'):
-      value = value[part]
-    return value
-
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'Settings':
     """UserError for a strategy or rules table that does not exist; every

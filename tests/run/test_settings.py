@@ -13,6 +13,14 @@ from alexnet_jax.run.settings import Settings
 from configs import default
 
 
+def _given(settings, key):
+  """One setting of the config as given (`resolved`), by its dotted key."""
+  value = settings.resolved
+  for part in key.split('.'):
+    value = value[part]
+  return value
+
+
 def _changed(key, value):
   """Another value of the same type, one that resolves."""
   if key == 'strategy':
@@ -32,10 +40,10 @@ def _changed(key, value):
 def test_every_setting_reaches_the_typed_settings(key):
   config = default.get_config()
   before = Settings.from_config(config)
-  config.update_from_flattened_dict({key: _changed(key, before.resolved_value(key))})
+  config.update_from_flattened_dict({key: _changed(key, _given(before, key))})
   after = Settings.from_config(config)
   assert after != before, key  # `resolved`, the record, is not compared.
-  assert after.resolved_value(key) != before.resolved_value(key)
+  assert _given(after, key) != _given(before, key)
 
 
 def test_model_config_defaults_are_the_papers_as_configs_say():
