@@ -4,13 +4,18 @@ interrupted, failures recorded, the same table from a scheduler's runs."""
 import csv
 import json
 from pathlib import Path
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from alexnet_jax.tools.sweeps import placement
+from alexnet_jax.tools.sweeps import runner
 from alexnet_jax.tools.sweeps import spec
 from alexnet_jax.tools.sweeps import sweepdir
 from alexnet_jax.errors import UserError
@@ -136,23 +141,27 @@ def test_a_second_run_skips_finished_points_and_resumes_an_interrupted_one(
   assert table_rows(workdir) == rows_before
 
 
-def test_printed_commands_run_by_hand_collect_into_the_same_table(
+def test_printed_commands_run_as_a_slurm_job_array_collect_into_the_same_table(
     finished, tmp_path):
   sweep_file, _, rows = finished
   workdir = tmp_path / 'by-hand'
   proc = run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
                    '--print_commands')
   assert proc.returncode == 0, proc.stderr[-3000:]
-  commands = proc.stdout.splitlines()
-  assert len(commands) == 3
-  assert all('-m alexnet_jax.main' in c for c in commands)
-  # As a job array would: each line on its own, from any directory.
-  jobs = [subprocess.Popen(c, shell=True, cwd='/', env=cli_env(FAST_COMPILE),
+  script = tmp_path / 'array.sbatch'
+  script.write_text(proc.stdout)
+  assert proc.stdout.startswith('#!/bin/bash\n')
+  assert '\n#SBATCH --array=0-2\n' in proc.stdout
+  assert proc.stdout.count('-m alexnet_jax.main') == 3
+  # As SLURM runs an array: the same file once per task, its index in
+  # SLURM_ARRAY_TASK_ID, from any directory.
+  jobs = [subprocess.Popen(['bash', str(script)], cwd='/',
+                           env=cli_env(FAST_COMPILE | {'SLURM_ARRAY_TASK_ID': str(i)}),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True) for c in commands]
-  for job, command in zip(jobs, commands):
+                           text=True) for i in range(3)]
+  for i, job in enumerate(jobs):
     _, stderr = job.communicate(timeout=900)
-    assert job.returncode == (2 if FAILING in command else 0), stderr[-3000:]
+    assert job.returncode == (2 if i == 2 else 0), stderr[-3000:]
   proc = run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
                    '--collect_only')
   assert proc.returncode == 1, proc.stderr[-3000:]  # One point did not finish.
@@ -172,7 +181,7 @@ def test_printed_commands_may_be_cut_short_by_the_reader(tmp_path):
                         cwd=ROOT, env=cli_env(), capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode == 0 and 'Error' not in proc.stderr, proc.stderr[-3000:]
-  assert proc.stdout.count('\n') == 1 and '-m alexnet_jax.main' in proc.stdout
+  assert proc.stdout == '#!/bin/bash\n'
 
 
 BAD_SWEEPS = {
@@ -222,7 +231,7 @@ def test_a_bad_sweep_file_exits_2_with_one_paragraph_before_any_point(tmp_path):
 def test_a_workdir_of_another_sweep_is_refused_and_kept(tmp_path, monkeypatch):
   monkeypatch.chdir(ROOT)
   first = spec.load(write(tmp_path / 'a.py', TWO_POINTS))
-  sweepdir.claim_workdir(first, tmp_path / 'run')
+  sweepdir.claim_workdir(first, tmp_path / 'run').release()
   record = (tmp_path / 'run' / 'sweep.json').read_text()
   other = spec.load(write(tmp_path / 'b.py', TWO_POINTS.replace(
       "'num_train_steps': 4", "'num_train_steps': 6")))
@@ -236,7 +245,7 @@ def test_a_workdir_of_another_sweep_is_refused_and_kept(tmp_path, monkeypatch):
   # The same experiment with one more seed reuses its folder.
   more = spec.load(write(tmp_path / 'c.py', TWO_POINTS.replace(
       'SEEDS = [0]', 'SEEDS = [0, 1]')))
-  sweepdir.claim_workdir(more, tmp_path / 'run')
+  sweepdir.claim_workdir(more, tmp_path / 'run').release()
 
 
 def test_points_are_the_product_times_the_zip_times_the_seeds(tmp_path,
@@ -266,3 +275,188 @@ SEEDS = [0, 1]
   config = spec.point_config(sweep, sweep.points[-1])
   assert (config.model.lrn, config.model.activation, config.seed,
           config.num_train_steps) == (False, 'tanh', 1, 3)
+
+
+# --- Placement: which devices each point gets ------------------------------------
+
+GPUS = [placement.Gpu('0', 'NVIDIA H200', 140 << 30),
+        placement.Gpu('1', 'NVIDIA H200', 140 << 30)]
+# A stand-in for main: records what it was given, then completes (or runs
+# out of memory, as XLA says it).
+FAKE_POINT = """\
+import json, os, sys
+from pathlib import Path
+folder = Path(sys.argv[1])
+folder.mkdir(parents=True, exist_ok=True)
+(folder / 'seen.json').write_text(json.dumps({
+    'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),
+    'fraction': os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION'),
+    'platforms': os.environ.get('JAX_PLATFORMS'),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'cpus': sorted(os.sched_getaffinity(0))}))
+if folder.name == 'model.lrn=False,seed=1':
+  print('jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of'
+        ' memory while trying to allocate 2.50GiB.', file=sys.stderr)
+  sys.exit(1)
+(folder / 'summary.json').write_text(json.dumps(
+    {'status': 'completed', 'steps': 4, 'num_train_steps': 4, 'eval_top1': 0.5}))
+"""
+FOUR_POINTS = """\
+BASE = 'configs/default.py:tiny'
+PRODUCT = {'model.lrn': [True, False]}
+SEEDS = [0, 1]
+"""
+
+
+def fake_runner(tmp_path, slots, text=FOUR_POINTS):
+  sweep = spec.load(write(tmp_path / 's.py', text))
+  workdir = tmp_path / 'run'
+  sweepdir.claim_workdir(sweep, workdir).release()
+  command = lambda point, w: [sys.executable, '-c', FAKE_POINT, str(w / point.name)]
+  runner.Runner(sweep, workdir, slots, command=command).run()
+  seen = {p.name: json.loads((workdir / p.name / 'seen.json').read_text())
+          for p in sweep.points}
+  with (workdir / 'runs.csv').open() as f:
+    return seen, {r['folder']: r for r in csv.DictReader(f)}
+
+
+def test_each_point_sees_only_its_gpu_and_its_share_of_it(tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  slots = placement.plan('gpu', need=1, parallel=0, points_per_device=2,
+                         gpus=GPUS, cpus=[0, 1])
+  assert [s.gpus for s in slots] == [('0',), ('1',), ('0',), ('1',)]
+  seen, runs = fake_runner(tmp_path, slots)
+  for point, view in seen.items():
+    assert view['cuda'] in ('0', '1'), (point, view)  # One GPU, never both.
+    assert view['fraction'] == '0.45'  # 0.9 of it, halved.
+  # The point that ran out of memory is failed with its cause; the others ran.
+  statuses = {folder: r['status'] for folder, r in runs.items()}
+  assert statuses.pop('model.lrn=False,seed=1') == 'failed'
+  assert set(statuses.values()) == {'completed'}
+  error = runs['model.lrn=False,seed=1']['error']
+  assert error.startswith('out of memory on GPU ') and 'RESOURCE_EXHAUSTED' in error
+
+
+def test_points_on_the_cpu_get_their_own_cores_and_host_devices(tmp_path,
+                                                                monkeypatch):
+  monkeypatch.chdir(ROOT)
+  two_towers = FOUR_POINTS.replace('default.py:tiny', 'two_gpu.py:tiny')
+  sweep = spec.load(write(tmp_path / 't.py', two_towers))
+  slots = runner.place(sweep, 'cpu', 2, 1, gpus=GPUS)
+  assert [s.cpus for s in slots] == [(0,), (1,)] and slots[0].host_devices == 2
+  seen, _ = fake_runner(tmp_path, slots, two_towers)
+  for view in seen.values():
+    assert view['cpus'] in ([0], [1]) and view['cuda'] == ''
+    assert view['platforms'] == 'cpu'
+    assert view['xla_flags'].split().count(
+        '--xla_force_host_platform_device_count=2') == 1
+  # Two GPUs and a two-device point: both GPUs to one point at a time.
+  assert [s.gpus for s in runner.place(sweep, 'gpu', 0, 1, gpus=GPUS)] == [('0', '1')]
+
+
+@pytest.mark.parametrize('request_, expected', [
+    (dict(devices='0,2'), 'asks for GPU 2, but this machine has 2 visible GPUs (0, 1)'),
+    (dict(devices='gpu', gpus=[]), 'nvidia-smi lists no GPU'),
+    (dict(devices='0', need=2), 'needs 2 devices (mesh.model x mesh.data), but only 1 GPU'),
+    (dict(devices='gpu', parallel=3), '--parallel=3 asks for more points at once than the 2'),
+    (dict(devices='cpu', parallel=3), 'would oversubscribe them'),
+    (dict(devices='cpu', points_per_device=2), 'give --parallel=N instead'),
+])
+def test_device_requests_the_machine_cannot_meet_are_refused(request_, expected):
+  args = dict(devices='auto', need=1, parallel=0, points_per_device=1,
+              gpus=GPUS, cpus=[0, 1]) | request_
+  with pytest.raises(UserError, match=re.escape(expected)):
+    placement.plan(**args)
+
+
+def test_points_too_large_to_share_a_gpu_are_refused():
+  slots = placement.plan('gpu', need=1, parallel=0, points_per_device=4,
+                         gpus=GPUS, cpus=[0])
+  placement.check_fits(slots, GPUS, 20 << 30, 4)  # 31 GiB each: fits.
+  with pytest.raises(UserError, match=r'points_per_device=4: each point would get'
+                     r' 30\.8 GiB .* Give --points_per_device=3 or fewer'):
+    placement.check_fits(slots, GPUS, 40 << 30, 4)
+
+
+def test_a_bad_device_request_exits_2_before_anything_starts(tmp_path):
+  path = write(tmp_path / 'ok.py', FOUR_POINTS)
+  proc = run_sweep(f'--sweep={path}', f'--workdir={tmp_path / "run"}',
+                   '--devices=0,1')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.startswith('error: --devices=0,1 asks for GPU')
+  assert '\n\n' not in proc.stderr.strip() and 'Traceback' not in proc.stderr
+  assert not (tmp_path / 'run').exists()
+
+
+# --- One runner per folder, and points that die with it ---------------------------
+
+LONG_POINT = """\
+BASE = 'configs/default.py:tiny'
+OVERRIDES = {'num_train_steps': 100000, 'eval_every_steps': 100000,
+             'checkpoint_every_steps': 100000}
+SEEDS = [0]
+"""
+
+
+def start_runner(sweep_file, workdir):
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'alexnet_jax.sweep', f'--sweep={sweep_file}',
+       f'--workdir={workdir}'], cwd=ROOT, env=cli_env(FAST_COMPILE),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  line = process.stdout.readline()
+  assert 'started on CPU' in line, line + process.stderr.read()[-3000:]
+  return process
+
+
+def point_processes(workdir) -> list[int]:
+  """PIDs of the training processes of points in `workdir`."""
+  pids = []
+  for proc in Path('/proc').iterdir():
+    try:
+      cmdline = (proc / 'cmdline').read_bytes().split(b'\0')
+    except OSError:
+      continue
+    if b'alexnet_jax.main' in cmdline and any(
+        str(workdir).encode() in a for a in cmdline):
+      pids.append(int(proc.name))
+  return pids
+
+
+def test_a_second_runner_on_the_folder_is_refused_naming_the_first(tmp_path):
+  sweep_file = write(tmp_path / 'long.py', LONG_POINT)
+  workdir = tmp_path / 'run'
+  first = start_runner(sweep_file, workdir)
+  try:
+    second = run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}')
+    assert second.returncode == 2, second.stdout + second.stderr[-3000:]
+    assert ' '.join(second.stderr.split()).startswith(
+        f'error: Another sweep runner is using --workdir {workdir}: process'
+        f' {first.pid} on host ')
+    assert 'failed' not in second.stdout and 'completed' not in second.stdout
+    assert first.poll() is None  # The first runner goes on untouched.
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=300)
+  record = json.loads((workdir / POINT_OF_LONG / 'sweep_run.json').read_text())
+  assert record['status'] == 'preempted'  # Not a failure that did not happen.
+
+
+POINT_OF_LONG = 'seed=0'
+
+
+def test_kill_9_of_the_runner_takes_its_points_along(tmp_path):
+  sweep_file = write(tmp_path / 'long.py', LONG_POINT)
+  workdir = tmp_path / 'run'
+  first = start_runner(sweep_file, workdir)
+  children = point_processes(workdir)
+  assert len(children) == 1, children
+  first.kill()
+  first.wait(timeout=60)
+  deadline = time.monotonic() + 240  # It may save a checkpoint first.
+  while point_processes(workdir) and time.monotonic() < deadline:
+    time.sleep(0.5)
+  assert not point_processes(workdir), 'the point outlived its runner'
+  # The folder is free again: the next runner resumes the point.
+  second = start_runner(sweep_file, workdir)
+  second.send_signal(signal.SIGTERM)
+  assert second.wait(timeout=300) == 75

@@ -1,5 +1,6 @@
 """Learning curves: train and eval loss, top-1 and the learning rate against
-step from each workdir's metrics.jsonl, runs on shared axes, one colour each."""
+step from each workdir's metrics.jsonl, runs on shared axes, one colour each;
+and a sweep's training error as Fig. 1 draws it (`plot_sweep_curves`)."""
 
 from pathlib import Path
 
@@ -75,3 +76,61 @@ def _run_labels(run_dirs: list[Path]) -> list[str]:
   if len(set(names)) == len(names):
     return names
   return [f'{d.resolve().parent.name}/{d.resolve().name}' for d in run_dirs]
+
+
+def plot_sweep_curves(series: list[dict], out_path, *, x_label='epochs',
+                      title='') -> None:
+  """Training error (%) against epochs as Fig. 1 draws it: one panel per
+  setup, the claim's factor by line style (its better value solid, the
+  other dashed: ReLU and tanh in Fig. 1), one colour per value of the other
+  keys, and the seeds of a point as a band (min to max) around their mean.
+
+  `series`: one dict per run with 'panel', 'colour', 'style' (labels),
+  'solid' (bool), 'x', 'y' (lists) and 'seed'. The legend names only what
+  varies: the colours' values and the two line styles.
+  """
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  panels = list(dict.fromkeys(s['panel'] for s in series))
+  colour_names = list(dict.fromkeys(s['colour'] for s in series))
+  colours = dict(zip(colour_names, run_colours(len(colour_names))))
+  fig = Figure(figsize=(4.6 * len(panels) + 1.6, 3.9), layout='constrained')
+  axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  styles = {}
+  for ax, panel in zip(axes, panels):
+    groups = {}
+    for s in series:
+      if s['panel'] == panel:
+        groups.setdefault((s['colour'], s['solid'], s['style']), []).append(s)
+    for (colour, solid, style), runs in groups.items():
+      length = min(len(r['x']) for r in runs)
+      if not length:
+        continue
+      x = np.asarray(runs[0]['x'][:length])
+      y = np.asarray([r['y'][:length] for r in runs])
+      linestyle = '-' if solid else '--'
+      ax.plot(x, y.mean(0), color=colours[colour], linestyle=linestyle, lw=1.4)
+      if len(runs) > 1:
+        ax.fill_between(x, y.min(0), y.max(0), color=colours[colour],
+                        alpha=0.18, lw=0)
+      styles[linestyle] = style
+    ax.set_title(panel or 'all points', fontsize=9)
+    ax.set_xlabel(x_label, fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel('training error %', fontsize=9)
+  handles = [axes[0].plot([], [], color='black', linestyle=ls, label=label)[0]
+             for ls, label in sorted(styles.items()) if label]
+  if len(colour_names) > 1 or colour_names[0]:
+    handles += [axes[0].plot([], [], color=c, lw=4, label=name)[0]
+                for name, c in colours.items()]
+  seeds = max(len({s['seed'] for s in series if (s['panel'], s['colour'], s['solid'])
+                   == (o['panel'], o['colour'], o['solid'])}) for o in series)
+  if handles:
+    fig.legend(handles=handles, loc='outside right upper', fontsize=8,
+               title=f'band: {seeds} seeds, min-max' if seeds > 1 else None,
+               title_fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.savefig(out_path, dpi=DPI)

@@ -1,18 +1,22 @@
 """A sweep's results: one row per point over its seeds, the tables and plots.
 
-`write_results` writes `results.csv` and `results.md` (one row per point:
+`write_tables` writes `results.csv` and `results.md` (one row per point:
 mean and sample standard deviation over seeds of the final evaluation,
-steps, wall time), `runs.csv` (one row per seed) and the plots `curves.png`
-(every run's learning curves on shared axes) and `final.png` (final top-1
-and top-5 error, error bars over seeds).
+steps, epochs, wall time) and `runs.csv` (one row per seed), after every
+point; `write_results` adds the plots at the end: `curves.png` (training
+error against epochs as Fig. 1 draws it, pictures/curves.py) and
+`final.png` (final top-1 error per point, error bars over seeds, the
+paper's figure beside each bar where the sweep's CLAIM gives it).
 """
 
 import csv
+import io
 import math
+import os
 from pathlib import Path
 
 from alexnet_jax.run import metric_writer
-from alexnet_jax.tools.pictures.curves import plot_curves
+from alexnet_jax.tools.pictures.curves import plot_sweep_curves
 from alexnet_jax.tools.sweeps import sweepdir
 from alexnet_jax.tools.sweeps.spec import Sweep, format_value
 
@@ -47,6 +51,7 @@ def collect(sweep: Sweep, workdir: Path) -> list[dict]:
            'curves': curves}
     for key in FINAL_METRICS:
       run[key] = summary.get(key) if status == 'completed' else None
+    run['epochs'] = _epochs(summary, sweepdir.read_json(folder / 'config.json'))
     run['final_train_loss'] = next(
         (r['train_loss'] for r in reversed(curves) if 'train_loss' in r), None
     ) if status == 'completed' else None
@@ -55,6 +60,16 @@ def collect(sweep: Sweep, workdir: Path) -> list[dict]:
           curves, sweep.target_train_error, sweepdir.read_json(folder / 'config.json'))
     runs.append(run)
   return runs
+
+
+def _epochs(summary: dict, config: dict):
+  """Epochs a run trained: exact for runs set by num_epochs; None for runs
+  set in steps (the split's size is not recorded beside them)."""
+  total, epochs = summary.get('num_train_steps'), config.get('num_epochs')
+  if (config.get('num_train_steps', -1) > 0 or not total or not epochs
+      or 'steps' not in summary):
+    return None
+  return epochs * summary['steps'] / total
 
 
 def _read_metrics(folder: Path) -> list[dict]:
@@ -97,7 +112,7 @@ def _mean_spread(values):
 
 def summarise(sweep: Sweep, runs: list[dict]) -> list[dict]:
   """One row per point (over seeds): mean and sample standard deviation."""
-  columns = [*FINAL_METRICS, 'final_train_loss', 'steps', 'wall_seconds']
+  columns = [*FINAL_METRICS, 'final_train_loss', 'steps', 'epochs', 'wall_seconds']
   if sweep.target_train_error is not None:
     columns += ['steps_to_target', 'train_seconds_to_target']
   rows = []
@@ -118,22 +133,35 @@ def summarise(sweep: Sweep, runs: list[dict]) -> list[dict]:
   return rows
 
 
-def write_results(sweep: Sweep, workdir: Path, runs: list[dict]) -> list[dict]:
+def write_tables(sweep: Sweep, workdir: Path, runs: list[dict]) -> list[dict]:
+  """results.csv, results.md and runs.csv, each written whole or not at all."""
   rows = summarise(sweep, runs)
   _write_csv(workdir / 'runs.csv',
              [{k: v for k, v in r.items() if k != 'curves'} for r in runs])
   _write_csv(workdir / 'results.csv', rows)
-  (workdir / 'results.md').write_text(markdown_table(sweep, rows))
-  plot_runs(workdir, runs, workdir / 'curves.png')
-  plot_final(rows, workdir / 'final.png')
+  _write_text(workdir / 'results.md', markdown_table(sweep, rows))
   return rows
 
 
+def write_results(sweep: Sweep, workdir: Path, runs: list[dict]) -> list[dict]:
+  rows = write_tables(sweep, workdir, runs)
+  plot_runs(sweep, workdir, runs, workdir / 'curves.png')
+  plot_final(sweep, rows, workdir / 'final.png')
+  return rows
+
+
+def _write_text(path: Path, text: str) -> None:
+  scratch = path.with_name(f'.{path.name}.partial')
+  scratch.write_text(text)
+  os.replace(scratch, path)
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
-  with path.open('w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+  text = io.StringIO(newline='')
+  writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  _write_text(path, text.getvalue())
 
 
 def markdown_table(sweep: Sweep, rows: list[dict]) -> str:
@@ -149,7 +177,7 @@ def markdown_table(sweep: Sweep, rows: list[dict]) -> str:
     return text + (f' ± {std * scale:.{digits}f}' if std is not None else '')
 
   header = ['point', 'runs', 'top-1 error %', 'top-5 error %', 'eval loss',
-            'final train loss', 'steps', 'wall s']
+            'final train loss', 'steps', 'epochs', 'wall s']
   if sweep.target_train_error is not None:
     header += [f'steps to {sweep.target_train_error:.0%} train error'
                f' ({TARGET_WINDOWS} log windows)', 'train s to it']
@@ -167,7 +195,8 @@ def markdown_table(sweep: Sweep, rows: list[dict]) -> str:
              cell(row, 'eval_top5', 100, error=True),
              cell(row, 'eval_loss', digits=3),
              cell(row, 'final_train_loss', digits=3),
-             cell(row, 'steps', digits=0), cell(row, 'wall_seconds', digits=0)]
+             cell(row, 'steps', digits=0), cell(row, 'epochs', digits=1),
+             cell(row, 'wall_seconds', digits=0)]
     if sweep.target_train_error is not None:
       reached = f' ({row["reached_target"]}/{row["seeds"]} reached)'
       cells += [cell(row, 'steps_to_target', digits=0) + reached,
@@ -177,34 +206,97 @@ def markdown_table(sweep: Sweep, rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot_runs(workdir: Path, runs: list[dict], path: Path) -> None:
-  """Learning curves of every run that logged any, on shared axes
-  (pictures.curves.plot_curves: train and eval loss and top-1, learning rate)."""
+def plot_runs(sweep: Sweep, workdir: Path, runs: list[dict], path: Path) -> None:
+  """Training error against epochs as Fig. 1 draws it (pictures.curves.
+  plot_sweep_curves): one panel per setup, the claim's factor by line
+  style, seeds as a band."""
   logged = [r for r in runs if r['curves']]
-  if logged:
-    plot_curves([workdir / r['folder'] for r in logged], path,
-                labels=[r['folder'] for r in logged])
+  if not logged:
+    return
+  factor, panels, colours = roles(sweep)
+  point_of = {p.name: p for p in sweep.points}
+  series = []
+  for run in logged:
+    point = point_of[run['folder']]
+    config = sweepdir.read_json(workdir / run['folder'] / 'config.json')
+    summary = sweepdir.read_json(workdir / run['folder'] / 'summary.json')
+    per_epoch = _steps_per_epoch(config, summary)
+    xs, ys = [], []
+    for row in run['curves']:
+      if 'train_top1' in row:
+        xs.append(row['step'] / per_epoch if per_epoch else row['step'])
+        ys.append(100 * (1 - row['train_top1']))
+    series.append({'panel': _label(point, panels), 'colour': _label(point, colours),
+                   'style': _label(point, [factor]) if factor else '',
+                   'solid': not factor or point.overrides[factor] == _better(sweep),
+                   'x': xs, 'y': ys, 'seed': point.seed})
+  plot_sweep_curves(series, path, x_label='epochs' if all(
+      _steps_per_epoch(sweepdir.read_json(workdir / r['folder'] / 'config.json'),
+                       sweepdir.read_json(workdir / r['folder'] / 'summary.json'))
+      for r in logged) else 'step', title=sweep.paper or sweep.path)
 
 
-def plot_final(rows: list[dict], path: Path) -> None:
-  """Final top-1 and top-5 error per point, error bars one standard deviation
-  over seeds."""
+def _label(point, keys) -> str:
+  return ', '.join(f'{k.split(".")[-1]}={format_value(point.overrides[k])}'
+                   for k in keys)
+
+
+def _steps_per_epoch(config: dict, summary: dict):
+  if (config.get('num_train_steps', -1) > 0 or not summary.get('num_train_steps')
+      or not config.get('num_epochs')):
+    return None
+  return summary['num_train_steps'] / config['num_epochs']
+
+
+def _better(sweep: Sweep):
+  return sweep.claim['better'] if sweep.claim else None
+
+
+def roles(sweep: Sweep) -> tuple[str | None, list[str], list[str]]:
+  """(the factor the claim is about, the keys of a setup: one panel each,
+  the other varying keys: one colour each)."""
+  varying = list(dict.fromkeys(k for p in sweep.points for k in p.overrides))
+  factor = sweep.claim['factor'] if sweep.claim else (varying[0] if varying else None)
+  rest = [k for k in varying if k != factor]
+  setup = [k for k in sweep.setup_keys if k in rest]
+  return factor, setup, [k for k in rest if k not in setup]
+
+
+def plot_final(sweep: Sweep, rows: list[dict], path: Path) -> None:
+  """Final top-1 error per point, error bars one standard deviation over
+  seeds; the paper's figure (CLAIM's paper_values, same metric) beside each
+  bar where it has one."""
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  figure = Figure(figsize=(max(5.0, 1.3 * len(rows) + 2), 4.2),
+  figure = Figure(figsize=(max(5.0, 1.1 * len(rows) + 2), 4.4),
                   layout='constrained')
   ax = figure.subplots()
-  width = 0.38
-  for offset, (key, label) in enumerate((('eval_top1', 'top-1'),
-                                         ('eval_top5', 'top-5'))):
-    means = [100 * (1 - r[f'{key}_mean']) if r[f'{key}_mean'] is not None
-             else 0 for r in rows]
-    errors = [100 * (r[f'{key}_std'] or 0) for r in rows]
-    ax.bar([i + (offset - 0.5) * width for i in range(len(rows))], means,
-           width, yerr=errors, capsize=4, label=label)
-  ax.set_xticks(range(len(rows)), [r['point'] for r in rows], rotation=20,
-                ha='right', fontsize=8)
-  ax.set(ylabel='error % on the eval split (mean ± std over seeds)',
-         title='final evaluation')
-  ax.legend()
+  paper = (sweep.claim or {}).get('paper_values') or {}
+  factor = (sweep.claim or {}).get('factor')
+  point_of = {p.group or '(base)': p for p in sweep.points}
+  means = [100 * (1 - r['eval_top1_mean']) if r['eval_top1_mean'] is not None
+           else float('nan') for r in rows]
+  errors = [100 * (r['eval_top1_std'] or 0) for r in rows]
+  xs = list(range(len(rows)))
+  ax.bar(xs, means, 0.5, yerr=errors, capsize=4, color='C0',
+         label='measured (mean ± std over seeds)')
+  marked = False
+  for x, row in zip(xs, rows):
+    value = paper.get(point_of[row['point']].overrides.get(factor)) if factor else None
+    if value is not None:
+      ax.plot([x + 0.3, x + 0.5], [100 * value] * 2, color='black', lw=2.5)
+      ax.annotate(f'paper {100 * value:g}%', (x + 0.5, 100 * value),
+                  fontsize=7, va='bottom', ha='right')
+      marked = True
+  labels = [', '.join(part.split('=', 1)[0].split('.')[-1] + '=' + part.split('=', 1)[1]
+                      for part in r['point'].split(',') if '=' in part) or r['point']
+            for r in rows]
+  ax.set_xticks(xs, labels, rotation=20, ha='right', fontsize=8)
+  claim = (sweep.claim or {}).get('figure', '')
+  ax.set(ylabel='top-1 error % on the eval split',
+         title=f'final evaluation; paper: {claim}' if claim else 'final evaluation')
+  ax.title.set_fontsize(9)
+  if marked:
+    ax.plot([], [], color='black', lw=2.5, label="the paper's figure")
+  ax.legend(fontsize=8)
   ax.grid(axis='y', alpha=0.3)
   figure.savefig(path, dpi=110)

@@ -11,10 +11,17 @@ A sweep file is Python (experiments/README.md has the format):
     TARGET_TRAIN_ERROR = 0.25                   # optional: steps to reach it
                                                 # (train error, 3 log windows)
     PAPER = 'Sec. 3.3: 13% without LRN, 11% with'  # optional: the claim tested
+    CLAIM = {'factor': 'model.lrn', 'better': True,   # optional: the claim as
+             'metric': 'eval_top1',                  # the results table
+             'figure': '11% with, 13% without'}      # judges it
 
 Reading one builds and checks every point's config; nothing is trained.
+Overrides given on the command line (`--set KEY=VALUE`) apply to every
+point; those of LOCATION_KEYS (where the data is, not what is trained) are
+not part of the sweep's identity, the others are.
 """
 
+import ast
 import dataclasses
 import difflib
 import itertools
@@ -27,7 +34,12 @@ from alexnet_jax.run import cli
 
 # Names a sweep file may define; anything else in capitals is likely a typo.
 FIELDS = ('BASE', 'OVERRIDES', 'PRODUCT', 'ZIP', 'SEEDS', 'TARGET_TRAIN_ERROR',
-          'PAPER')
+          'PAPER', 'CLAIM')
+# Keys that say where things are, not what is trained: a sweep may move.
+LOCATION_KEYS = ('data_dir',)
+# What a CLAIM may be judged on (results.csv's columns; lower is better for
+# each once top-1/top-5 are read as errors).
+CLAIM_METRICS = ('eval_top1', 'eval_top5', 'steps_to_target')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +71,24 @@ class Sweep:
   points: tuple[Point, ...]
   target_train_error: float | None = None
   paper: str = ''  # The paper's claim and figure this sweep tests.
+  claim: dict | None = None  # CLAIM: factor, better value, metric, figure.
+  extra: dict = dataclasses.field(default_factory=dict)  # --set, every point.
+  setup_keys: tuple = ()  # ZIP's keys: what a setup is (a panel of curves.png).
 
   def identity(self) -> dict:
-    """What makes two folders comparable: the base and shared overrides."""
-    return {'base': self.base, 'overrides': self.overrides}
+    """What makes two folders comparable: the base and shared overrides
+    (with the command line's, but for where the data is)."""
+    identity = {'base': self.base, 'overrides': self.overrides}
+    fixed = {k: v for k, v in self.extra.items() if k not in LOCATION_KEYS}
+    return identity | ({'set': fixed} if fixed else {})
+
+  def values(self, point: Point) -> dict:
+    """Every override of one point, in the order they apply."""
+    return {**self.overrides, **self.extra, **point.overrides, 'seed': point.seed}
 
   def command(self, point: Point, workdir: str | Path) -> list[str]:
     """`python -m alexnet_jax.main ...` for one point, as a list of arguments."""
-    values = {**self.overrides, **point.overrides, 'seed': point.seed}
+    values = self.values(point)
     return [sys.executable, '-m', 'alexnet_jax.main', f'--config={self.base}',
             *(f'--config.{k}={format_value(v)}' for k, v in values.items()),
             f'--workdir={Path(workdir) / point.name}']
@@ -76,8 +98,25 @@ def format_value(value) -> str:
   return value if isinstance(value, str) else repr(value)
 
 
-def load(path: str) -> Sweep:
-  """Reads and checks a sweep file; UserError naming the file and the problem."""
+def parse_sets(pairs) -> dict:
+  """`--set KEY=VALUE` flags as overrides: VALUE a Python literal, else text."""
+  extra = {}
+  for pair in pairs or ():
+    key, sep, text = pair.partition('=')
+    if not sep or not key.strip():
+      raise UserError(f'--set {pair!r} is not KEY=VALUE; give e.g.'
+                      ' --set data_dir=/data/cifar10.')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    extra[key.strip()] = value
+  return extra
+
+
+def load(path: str, extra: dict | None = None) -> Sweep:
+  """Reads and checks a sweep file; UserError naming the file and the
+  problem. `extra`: overrides for every point (`--set`)."""
   source_path = Path(path)
   if not source_path.is_file():
     raise UserError(f'The sweep file {path} does not exist. Give a file such'
@@ -162,11 +201,48 @@ def load(path: str) -> Sweep:
   if not isinstance(paper, str):
     raise bad(f'sets PAPER = {paper!r}; it must be a string: the paper\'s'
               ' claim this sweep tests, with its section.')
+  claim = namespace.get('CLAIM')
+  if claim is not None:
+    _check_claim(bad, claim, [*(product or {}), *(zipped or {})], points)
+  extra = dict(extra or {})
+  if 'seed' in extra:
+    raise UserError("--set seed=... would give every point one seed; list the"
+                    ' seeds in the sweep file\'s SEEDS.')
+  varying = sorted(set(extra) & {k for p in points for k in p.overrides})
+  if varying:
+    raise UserError(f'--set {", ".join(varying)}: the sweep file {path} varies'
+                    ' that key between its points; change the sweep file.')
   sweep = Sweep(str(path), base, dict(overrides), points,
-                float(target) if target is not None else None, paper)
+                float(target) if target is not None else None, paper,
+                dict(claim) if claim else None, extra, tuple(zipped or ()))
   for point in points:  # Every point's config, as main would build it.
     point_config(sweep, point)
   return sweep
+
+
+def _check_claim(bad, claim, varying, points):
+  if not isinstance(claim, dict) or not {'factor', 'better', 'metric',
+                                         'figure'} <= set(claim):
+    raise bad(f'sets CLAIM = {claim!r}; it must be a dict with factor (a key'
+              ' the sweep varies), better (its value the paper finds better),'
+              " metric (one of " + ', '.join(CLAIM_METRICS) + ') and figure'
+              " (the paper's number), optionally best_over (a key to take the"
+              ' best value of, e.g. the learning rate).')
+  if claim['factor'] not in varying:
+    raise bad(f"sets CLAIM's factor {claim['factor']!r}, which the sweep does"
+              f' not vary (it varies {", ".join(varying) or "nothing"}).')
+  if claim['metric'] not in CLAIM_METRICS:
+    raise bad(f"sets CLAIM's metric {claim['metric']!r}; give one of"
+              f' {", ".join(CLAIM_METRICS)}.')
+  values = {p.overrides[claim['factor']] for p in points}
+  if claim['better'] not in values or len(values) != 2:
+    raise bad(f"sets CLAIM's better value {claim['better']!r}; the claim"
+              f' compares two values of {claim["factor"]} and the sweep gives'
+              f' {sorted(map(repr, values))}.')
+  best_over = claim.get('best_over')
+  if best_over is not None and best_over not in varying:
+    raise bad(f"sets CLAIM's best_over {best_over!r}, which the sweep does"
+              ' not vary.')
 
 
 def base_config(sweep: Sweep):
@@ -188,8 +264,7 @@ def base_config(sweep: Sweep):
 def point_config(sweep: Sweep, point: Point):
   """The base config with the shared and the point's overrides applied."""
   config = base_config(sweep)
-  for key, value in {**sweep.overrides, **point.overrides,
-                     'seed': point.seed}.items():
+  for key, value in sweep.values(point).items():
     _override(sweep, config, key, value)
   return config
 
