@@ -30,6 +30,9 @@ _SET = flags.DEFINE_multi_string(
     'set', [], 'KEY=VALUE: a config override for every point, e.g. --set'
     ' data_dir=DIR (repeatable). Part of the sweep\'s identity, but for'
     ' data_dir.')
+_SEEDS = flags.DEFINE_list(
+    'seeds', [], 'Only these of the sweep file\'s SEEDS (e.g. 0 to run one'
+    ' seed of every point first); the same folder takes the rest later.')
 _DEVICES = flags.DEFINE_string(
     'devices', 'auto', "Where points run: 'auto' (the GPUs if nvidia-smi"
     " lists any, else the CPU), 'gpu', 'cpu' or GPU indices such as '0,1'.")
@@ -58,7 +61,7 @@ def main(argv):
   sys.exit(runner.run_sweep(
       _SWEEP.value, _WORKDIR.value, parallel=_PARALLEL.value,
       devices=_DEVICES.value, points_per_device=_POINTS_PER_DEVICE.value,
-      sets=_SET.value, stop_after_s=_STOP_AFTER.value,
+      sets=_SET.value, seeds=_SEEDS.value, stop_after_s=_STOP_AFTER.value,
       print_commands=_PRINT_COMMANDS.value, collect_only=_COLLECT_ONLY.value))
 
 

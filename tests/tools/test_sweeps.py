@@ -9,6 +9,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tarfile
 import sys
 import time
 
@@ -460,3 +461,55 @@ def test_kill_9_of_the_runner_takes_its_points_along(tmp_path):
   second = start_runner(sweep_file, workdir)
   second.send_signal(signal.SIGTERM)
   assert second.wait(timeout=300) == 75
+
+
+# --- The one-GPU command -----------------------------------------------------------
+
+ONE_GPU = ROOT / 'experiments' / 'all_on_one_gpu.py'
+
+
+def one_gpu(*args, env=None):
+  return subprocess.run([sys.executable, str(ONE_GPU), *args], cwd='/',
+                        env=cli_env(FAST_COMPILE | (env or {})),
+                        capture_output=True, text=True, timeout=900)
+
+
+def test_the_one_gpu_command_plans_every_sweep_and_refuses_a_machine_without_gpu(
+    tmp_path):
+  proc = one_gpu(f'--out={tmp_path}', '--dry_run', '--tiny')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  planned = [line.split(':')[0] for line in proc.stdout.splitlines()]
+  assert planned == ['lrn', 'relu_tanh', 'figure3', 'towers', 'dropout',
+                     'overlapping_pool', 'figure3_67']
+  assert 'relu_tanh: 24 points:' in proc.stdout and 'lrn: 12 points:' in proc.stdout
+  # On a machine without a GPU (no nvidia-smi on PATH): one paragraph, exit 2.
+  proc = one_gpu(f'--out={tmp_path / "gpu"}', '--data_dir=/nowhere',
+                 env={'PATH': '/usr/bin:/bin'})
+  assert proc.returncode == 2 and proc.stdout == ''
+  assert proc.stderr.startswith('error: This command trains on a GPU, and'
+                                ' nvidia-smi lists none here')
+  assert not (tmp_path / 'gpu').exists()
+
+
+@pytest.mark.slow(seconds=60)
+def test_the_one_gpu_command_at_tiny_size_on_the_cpu_keeps_what_finished(tmp_path):
+  out, archive = tmp_path / 'out', tmp_path / 'results.tgz'
+  args = (f'--out={out}', '--tiny', '--only=figure3', '--seeds=0,1')
+  proc = one_gpu(*args, f'--bundle={archive}')
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  with (out / 'figure3' / 'results.csv').open() as f:
+    assert [r['completed'] for r in csv.DictReader(f)] == ['2', '2']
+  measure = json.loads((out / 'figure3' / 'figure3.json').read_text())
+  two, one = (measure['points'][v] for v in ('cifar_two_tower', 'cifar_one_tower'))
+  assert two['real_towers'] and not one['real_towers'] and two['seeds'] == [0, 1]
+  assert 0 <= two['less_selective_tower_mean'] <= two['more_selective_tower_mean'] <= 1
+  assert isinstance(measure['towers_specialise'], bool)
+  with tarfile.open(archive) as tar:
+    names = tar.getnames()
+  assert 'out/figure3/results.csv' in names and 'out/figure3/figure3.png' in names
+  assert not any('/checkpoints/' in n or '/tfds/' in n for n in names)
+  # Run again: every point finished, so nothing trains.
+  proc = one_gpu(*args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.count('completed before, skipped.') == 4
+  assert 'started on' not in proc.stdout

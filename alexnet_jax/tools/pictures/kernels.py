@@ -181,3 +181,82 @@ def summary_lines(measure: dict) -> list[str]:
                  f' {len(measure["per_kernel"][t])} kernels; median {median:.3f});'
                  f' neighbour correlation {smooth:.3f}')
   return lines + [measure['picture']]
+
+
+def tower_split(conv1: np.ndarray, seed: int = 0) -> tuple[np.ndarray, bool]:
+  """Per tower, the mean colour selectivity of its kernels, and whether the
+  towers are real: a one-tower net's kernels are split into two halves at
+  random (seeded), the control for how far apart two towers fall by chance."""
+  if conv1.shape[0] >= 2:
+    return colour_selectivity(conv1).mean(-1), True
+  per_kernel = colour_selectivity(conv1[0])
+  order = np.random.default_rng(seed).permutation(per_kernel.shape[-1])
+  halves = np.array_split(per_kernel[order], 2)
+  return np.array([h.mean() for h in halves]), False
+
+
+def picture_sweep(sweep_dir: Path) -> dict:
+  """Figure 3 over a sweep's seeds: conv1 per tower of every completed
+  point (figure3.png), and in figure3.json, per point (over seeds), the
+  less and the more colour-selective tower's mean selectivity and their gap,
+  mean and sample standard deviation. Which tower ends up colour-specific
+  differs between runs, so towers are ordered by selectivity within a run.
+  The towers specialise if the two-tower gap exceeds the one-tower control's
+  (random halves of one tower) by more than twice their spreads combined."""
+  sweep_dir = Path(sweep_dir)
+  runs = []
+  for folder in sorted(p for p in sweep_dir.iterdir() if (p / 'summary.json').is_file()):
+    if '"completed"' not in (folder / 'summary.json').read_text():
+      continue
+    step_dir = folder / 'checkpoints' / str(checkpoint.saved_steps(folder)[-1])
+    conv1 = conv1_kernels(checkpoint.load_numpy(step_dir), str(step_dir))
+    means, real = tower_split(conv1)
+    config = json.loads((folder / 'config.json').read_text())
+    runs.append({'folder': folder.name, 'variant': config['model']['variant'],
+                 'seed': config['seed'], 'towers': means.tolist(), 'real_towers': real,
+                 'conv1': conv1})
+  if not runs:
+    return {}
+  summary = {'definition': 'colour selectivity of a kernel: the share of its'
+                           ' energy outside the grey (R=G=B) direction; per'
+                           ' tower the mean over its kernels', 'points': {}}
+  for variant in dict.fromkeys(r['variant'] for r in runs):
+    mine = [r for r in runs if r['variant'] == variant]
+    low = [min(r['towers']) for r in mine]
+    high = [max(r['towers']) for r in mine]
+    gap = [h - l for h, l in zip(high, low)]
+    summary['points'][variant] = {
+        'seeds': [r['seed'] for r in mine], 'real_towers': mine[0]['real_towers'],
+        **{f'{name}_mean': float(np.mean(v)) for name, v in
+           (('less_selective_tower', low), ('more_selective_tower', high), ('gap', gap))},
+        **{f'{name}_std': float(np.std(v, ddof=1)) if len(v) > 1 else None
+           for name, v in (('less_selective_tower', low),
+                           ('more_selective_tower', high), ('gap', gap))}}
+  real = [v for v in summary['points'].values() if v['real_towers']]
+  control = [v for v in summary['points'].values() if not v['real_towers']]
+  if real and control and real[0]['gap_std'] is not None and control[0]['gap_std'] is not None:
+    spread = 2 * math.hypot(real[0]['gap_std'], control[0]['gap_std'])
+    summary['towers_specialise'] = bool(real[0]['gap_mean'] - control[0]['gap_mean'] > spread)
+    summary['rule'] = ('two-tower gap minus the one-tower control\'s gap beyond'
+                       ' twice their seeds\' spreads combined')
+  _draw_sweep([r for r in runs if r['real_towers']] or runs, sweep_dir / 'figure3.png')
+  summary['picture'] = str(sweep_dir / 'figure3.png')
+  (sweep_dir / 'figure3.json').write_text(json.dumps(summary, indent=1) + '\n')
+  return summary
+
+
+def _draw_sweep(runs: list[dict], out_path: Path) -> None:
+  """conv1 per tower (columns) for every seed (rows)."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  towers = runs[0]['conv1'].shape[0]
+  fig = Figure(figsize=(4.5 * towers, 1.9 * len(runs) + 0.5), layout='constrained')
+  axes = fig.subplots(len(runs), towers, squeeze=False)
+  for row, run in zip(axes, runs):
+    for t, ax in enumerate(row):
+      ax.imshow(kernel_grid(run['conv1'][t]), interpolation='nearest')
+      ax.set_xticks([])
+      ax.set_yticks([])
+      ax.set_title(f'{run["variant"]} seed {run["seed"]}, tower {t}: colour'
+                   f' selectivity {run["towers"][t]:.2f}', fontsize=8)
+  fig.suptitle('conv1 per tower (Fig. 3), each kernel scaled alone', fontsize=9)
+  fig.savefig(out_path, dpi=DPI)

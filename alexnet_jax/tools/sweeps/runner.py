@@ -212,12 +212,12 @@ def _tail(lines: list[str]) -> str:
 
 def run_sweep(sweep_file: str, workdir: str, *, parallel: int = 0,
               devices: str = 'auto', points_per_device: int = 1,
-              sets=(), stop_after_s: float = 0, print_commands: bool = False,
-              collect_only: bool = False) -> int:
+              sets=(), seeds=(), stop_after_s: float = 0,
+              print_commands: bool = False, collect_only: bool = False) -> int:
   """Everything `python -m alexnet_jax.sweep` does; returns its exit status:
   0 every point completed, 1 some point failed, 75 preempted (UserError for
   a bad sweep file, workdir or device request, before any point starts)."""
-  sweep = spec.load(sweep_file, spec.parse_sets(sets))
+  sweep = spec.only_seeds(spec.load(sweep_file, spec.parse_sets(sets)), seeds)
   workdir = Path(workdir).expanduser().absolute()
   if print_commands and collect_only:
     raise UserError('--print_commands and --collect_only exclude each other:'

@@ -245,6 +245,21 @@ def _check_claim(bad, claim, varying, points):
               ' not vary.')
 
 
+def only_seeds(sweep: Sweep, seeds) -> Sweep:
+  """The sweep restricted to some of its seeds (all of them if none given)."""
+  seeds = [int(s) for s in seeds or ()]
+  file_seeds = sorted({p.seed for p in sweep.points})
+  unknown = [s for s in seeds if s not in file_seeds]
+  if unknown:
+    raise UserError(f'--seeds names {", ".join(map(str, unknown))}, which the'
+                    f' sweep file {sweep.path} does not list (its SEEDS:'
+                    f' {", ".join(map(str, file_seeds))}).')
+  if not seeds:
+    return sweep
+  return dataclasses.replace(
+      sweep, points=tuple(p for p in sweep.points if p.seed in seeds))
+
+
 def base_config(sweep: Sweep):
   """The BASE config file's config (ml_collections ConfigDict), locked."""
   file = sweep.base.partition(':')[0]
