@@ -1,7 +1,8 @@
-"""The README's generated blocks, made from the committed results files.
+"""The README's and docs/ablations.md's generated blocks, made from the
+committed results files.
 
     python -m alexnet_jax.tools.result_tables            # prints them
-    python -m alexnet_jax.tools.result_tables --write    # rewrites them in README.md
+    python -m alexnet_jax.tools.result_tables --write    # rewrites them in place
 
 Each block stands in README.md between `<!-- generated: NAME -->` and
 `<!-- end generated -->`; tests/test_docs.py checks that every block equals
@@ -12,6 +13,7 @@ results file (with its command, hardware and date) and run `--write`.
 import ast
 import csv
 import json
+import math
 from pathlib import Path
 import re
 import sys
@@ -68,29 +70,207 @@ def _ratios(record: dict) -> str:
                    for r in record['rows'] if r['framework'] == 'jax')
 
 
+# --- The ablations: each results folder against the paper's claim ---------------
+
+# The length and repeats a verdict needs (the sweeps' full length); shorter
+# runs are inconclusive by length, whatever their difference says.
+FULL_EPOCHS, FULL_SEEDS = 30, 3
+VERDICT_RULE = (
+    'reproduced: the difference has the paper\'s sign and exceeds twice the'
+    ' seeds\' spread (the two points\' sample standard deviations combined,'
+    ' sqrt(s1² + s2²)); contradicted: the same beyond twice the spread with the'
+    f' opposite sign; inconclusive otherwise, and for any run shorter than'
+    f' {FULL_EPOCHS} epochs or with fewer than {FULL_SEEDS} seeds (then the'
+    ' difference alone is said in brackets).')
+
+
+def sweep_fields(path: Path) -> dict:
+  """A sweep file's literal fields (PAPER, CLAIM, OVERRIDES, ...), read
+  without running it or loading its config."""
+  fields = {}
+  for node in ast.parse(path.read_text()).body:
+    if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+      try:
+        fields[node.targets[0].id] = ast.literal_eval(node.value)
+      except ValueError:
+        pass
+  return fields
+
+
+def _claim_of(fields: dict) -> dict | None:
+  """The sweep's CLAIM, or that of the sweep file testing the same PAPER
+  claim (a CPU-length copy of a sweep need not repeat it)."""
+  if fields.get('CLAIM'):
+    return fields['CLAIM']
+  for other in sorted((ROOT / 'experiments').glob('*.py')):
+    theirs = sweep_fields(other)
+    if theirs.get('CLAIM') and theirs.get('PAPER') == fields.get('PAPER'):
+      return theirs['CLAIM']
+  return None
+
+
+def _point(text: str) -> dict:
+  return dict(part.split('=', 1) for part in text.split(',') if '=' in part)
+
+
+def _number(text):
+  return float(text) if text not in (None, '') else None
+
+
+def _value(row: dict, metric: str):
+  """(mean, std) of `metric` as the claim reads it: errors in %, steps."""
+  mean, std = _number(row.get(f'{metric}_mean')), _number(row.get(f'{metric}_std'))
+  if metric.startswith('eval_top') and mean is not None:
+    return 100 * (1 - mean), None if std is None else 100 * std
+  if metric == 'steps_to_target' and row.get('reached_target') not in (None, ''):
+    if int(row['reached_target']) < int(row['completed'] or 0):
+      return None, None  # Some seed never reached the target.
+  return mean, std
+
+
+def ablation(folder: Path, sweep_file: Path | None = None) -> list[dict]:
+  """One row per setup of a results folder: the claim, what was measured,
+  its length, seeds and hardware, and the verdict. `sweep_file`: the sweep
+  it ran (default experiments/<folder name>.py)."""
+  name = folder.name
+  fields = sweep_fields(sweep_file or ROOT / 'experiments' / f'{name}.py')
+  claim = _claim_of(fields)
+  with open(folder / 'results.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  record = json.loads((folder / 'run.json').read_text()) if (
+      folder / 'run.json').is_file() else {}
+  run_md = (folder / 'RUN.md').read_text() if (folder / 'RUN.md').is_file() else ''
+  hardware = record.get('hardware') or (
+      m.group(1) if (m := re.search(r'Hardware: ([^,\n]+)', run_md)) else 'not recorded')
+  date = (record.get('date') or (m.group(0) if (
+      m := re.search(r'\d{4}-\d\d-\d\d', run_md)) else ''))[:10]
+  epochs = [_number(r.get('epochs_mean')) for r in rows]
+  if None in epochs or not epochs:
+    overrides = fields.get('OVERRIDES', {})
+    epochs = [record.get('epochs') or (
+        overrides.get('num_epochs') if overrides.get('num_train_steps', -1) <= 0
+        else None)]
+  epochs = min(e for e in epochs if e is not None) if any(
+      e is not None for e in epochs) else None
+  seeds = min(int(r['completed']) for r in rows)
+  base = {'sweep': name, 'paper': fields.get('PAPER', ''),
+          'figure': (claim or {}).get('figure', ''), 'epochs': epochs,
+          'seeds': seeds, 'hardware': hardware, 'date': date,
+          'results': _relative(folder) / 'results.md'}
+  target = record.get('target_train_error') or fields.get('TARGET_TRAIN_ERROR')
+  if not claim:
+    return [base | {'setup': '', 'measured': '', 'verdict': 'no CLAIM to judge',
+                    'reading': 'not judged', 'short': True}]
+  factor, better = claim['factor'], _format(claim['better'])
+  metric, best_over = claim['metric'], claim.get('best_over')
+  setups = {}
+  for row in rows:
+    point = _point(row['point'])
+    setup = tuple((k, v) for k, v in point.items() if k not in (factor, best_over))
+    setups.setdefault(setup, []).append((point, row))
+  out = []
+  for setup, members in setups.items():
+    sides = {}
+    for side in (True, False):
+      mine = [(p, r) for p, r in members if (p.get(factor) == better) == side]
+      scored = [(p, r, *_value(r, metric)) for p, r in mine]
+      reached = [x for x in scored if x[2] is not None]
+      sides[side] = min(reached, key=lambda x: x[2]) if reached else (
+          scored[0] if scored else None)
+    out.append(base | {'setup': ', '.join(f'{k.split(".")[-1]}={v}' for k, v in setup),
+                       **_judge(sides, factor, metric, best_over, epochs, seeds,
+                                target)})
+  return out
+
+
+def _format(value) -> str:
+  return value if isinstance(value, str) else repr(value)
+
+
+def _relative(folder: Path) -> Path:
+  try:
+    return folder.relative_to(ROOT)
+  except ValueError:
+    return folder
+
+
+def _judge(sides, factor, metric, best_over, epochs, seeds, target=None) -> dict:
+  unit = '%' if metric.startswith('eval_top') else ' steps'
+  what = {'eval_top1': 'top-1 test error', 'eval_top5': 'top-5 test error',
+          'steps_to_target': f'steps to {target or 0:.0%} training error'}[metric]
+
+  def show(side):
+    point, _, mean, std = sides[side]
+    label = f'{factor.split(".")[-1]}={point[factor]}' + (
+        f' (best {best_over.split(".")[-1]}={point[best_over]})' if best_over else '')
+    if mean is None:
+      return f'{label}: not reached'
+    return f'{label}: {mean:,.1f}' + (f' ± {std:,.1f}' if std is not None else '') + unit
+  if sides[True] is None or sides[False] is None:
+    return {'measured': '', 'verdict': 'inconclusive: a side has no completed point',
+            'reading': 'inconclusive', 'short': True}
+  measured = f'{what}: {show(True)}; {show(False)}'
+  (_, _, good, good_std), (_, _, bad, bad_std) = sides[True], sides[False]
+  if good is None or bad is None:
+    reading = 'inconclusive (not every seed reached the target)'
+  elif good_std is None or bad_std is None:
+    reading = 'inconclusive (one seed: no spread)'
+  else:
+    difference, spread = bad - good, math.hypot(good_std, bad_std)
+    measured += f'; difference {difference:+,.1f}{unit}, spread {spread:,.1f}'
+    reading = ('reproduced' if difference > 2 * spread else
+               'contradicted' if difference < -2 * spread else 'inconclusive')
+  short = []
+  if epochs is None or epochs < FULL_EPOCHS:
+    short.append(f'{_epochs(epochs).replace(" epochs", "")} < {FULL_EPOCHS} epochs')
+  if seeds < FULL_SEEDS:
+    short.append(f'{seeds} seeds < {FULL_SEEDS}')
+  verdict = (f'inconclusive by length ({", ".join(short)}; the difference alone:'
+             f' {reading})' if short else reading)
+  return {'measured': measured, 'verdict': verdict, 'reading': reading,
+          'short': bool(short)}
+
+
+def _epochs(epochs) -> str:
+  return 'unknown epochs' if epochs is None else f'{epochs:g} epochs'
+
+
+def ablation_folders() -> list[Path]:
+  """Every results folder of a sweep (experiments/results/NAME/results.csv
+  beside experiments/NAME.py), the sweeps of SWEEPS first."""
+  folders = [p.parent for p in (ROOT / EXPERIMENTS).glob('*/results.csv')
+             if (ROOT / 'experiments' / f'{p.parent.name}.py').is_file()]
+  order = {name: i for i, name in enumerate(SWEEPS)}
+  return sorted(folders, key=lambda p: (order.get(p.name, len(order)), p.name))
+
+
+def ablations_table() -> str:
+  """docs/ablations.md's table: every results folder against the paper."""
+  lines = ['| sweep | the paper\'s claim | paper\'s figure | setup | measured'
+           ' (mean ± std over seeds) | epochs | seeds | hardware, date | verdict |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for folder in ablation_folders():
+    for row in ablation(folder):
+      lines.append('| ' + ' | '.join([
+          f'[{row["sweep"]}](../{row["results"].as_posix()})', row['paper'],
+          row['figure'], row['setup'] or '-', row['measured'],
+          _epochs(row['epochs']).replace(' epochs', ''), str(row['seeds']),
+          f'{row["hardware"]}, {row["date"]}', f'**{row["verdict"]}**']) + ' |')
+  return '\n'.join(lines) + f'\n\nRule: {VERDICT_RULE}\n'
+
+
 def _sweep_row(name: str) -> list[str]:
-  """One ablation: the paper's claim (the sweep file's PAPER, read without
-  running the file) and each point's top-1 error, mean ± std over seeds."""
-  source = ROOT / 'experiments' / f'{name}.py'
-  paper = next(ast.literal_eval(node.value) for node in ast.parse(source.read_text()).body
-               if isinstance(node, ast.Assign) and node.targets[0].id == 'PAPER')
-  folder = EXPERIMENTS / name
-  with open(ROOT / folder / 'results.csv', newline='') as f:
-    points = list(csv.DictReader(f))
-  measured = []
-  for p in points:
-    label = ','.join(key.split('.')[-1] + '=' + value for key, value in
-                     (part.split('=', 1) for part in p['point'].split(',')))
-    error = 100 * (1 - float(p['eval_top1_mean']))
-    spread = f' ± {100 * float(p["eval_top1_std"]):.1f}' if p['eval_top1_std'] else ''
-    measured.append(f'{label}: {error:.1f}{spread}%')
-  steps = int(float(points[0]['steps_mean']))
-  run = (ROOT / folder / 'RUN.md').read_text()
-  hardware = re.search(r'Hardware: ([^,\n]+)', run).group(1)
-  date = re.search(r'\d{4}-\d\d-\d\d', run).group(0)
-  return [f'`{name}.py`: {paper}',
-          f'top-1 error {"; ".join(measured)} ({steps} steps, {points[0]["seeds"]} seeds)',
-          f'2-core {hardware}, {date}', _link(folder / 'results.md')]
+  """The README's line for one ablation: its verdicts, length and seeds."""
+  rows = ablation(ROOT / EXPERIMENTS / name)
+  readings = '; '.join(f'{r["setup"] + ": " if r["setup"] else ""}{r["reading"]}'
+                       for r in rows)
+  length = f'{_epochs(rows[0]["epochs"])}, {rows[0]["seeds"]} seeds'
+  verdict = (f'inconclusive by length ({length}; the difference alone: {readings})'
+             if any(r['short'] for r in rows) else f'{readings} ({length})')
+  return [f'`{name}.py`: {rows[0]["paper"]}',
+          f'{verdict}; [the table](docs/ablations.md#the-papers-claims-measured)',
+          f'{rows[0]["hardware"]}, {rows[0]["date"]}',
+          _link(rows[0]['results'])]
 
 
 def results_table() -> str:
@@ -119,31 +299,37 @@ def results_table() -> str:
       [f'against PyTorch {gpu_vs["torch_version"]} ({gpu_vs["pytorch_setup"]}),'
        f' batch {gpu_vs["batch_size"]}', _ratios(gpu_vs), _machine(gpu_vs),
        _link(GPU_VS_PYTORCH)],
-      *(_sweep_row(name) for name in SWEEPS),
+      *(_sweep_row(folder.name) for folder in ablation_folders()),
   ]
   lines = ['| what | measured | hardware, date | results file |', '|---|---|---|---|']
   return '\n'.join(lines + ['| ' + ' | '.join(r) + ' |' for r in rows]) + '\n'
 
 
 BLOCKS = {'demo': demo_lines, 'results': results_table}
+# The generated blocks of docs/ablations.md.
+DOC_BLOCKS = {'ablations': ablations_table}
+ABLATIONS_PAGE = ROOT / 'docs' / 'ablations.md'
 
 
-def rendered(text: str) -> str:
+def rendered(text: str, blocks=None) -> str:
   """`text` with every generated block made anew."""
-  return _BLOCK.sub(lambda m: m.group(1) + BLOCKS[m.group('name')]() + m.group(4), text)
+  blocks = blocks or BLOCKS
+  return _BLOCK.sub(lambda m: m.group(1) + blocks[m.group('name')]() + m.group(4), text)
 
 
-def stale_blocks(path: Path) -> list[str]:
+def stale_blocks(path: Path, blocks=None) -> list[str]:
   """The names of the generated blocks of `path` that differ from today's files."""
+  blocks = blocks or BLOCKS
   text = path.read_text()
   return [m.group('name') for m in _BLOCK.finditer(text)
-          if m.group('body') != BLOCKS[m.group('name')]()]
+          if m.group('body') != blocks[m.group('name')]()]
 
 
 if __name__ == '__main__':
   readme = ROOT / 'README.md'
   if sys.argv[1:] == ['--write']:
     readme.write_text(rendered(readme.read_text()))
+    ABLATIONS_PAGE.write_text(rendered(ABLATIONS_PAGE.read_text(), DOC_BLOCKS))
   else:
-    for name, block in BLOCKS.items():
+    for name, block in (BLOCKS | DOC_BLOCKS).items():
       print(f'<!-- generated: {name} -->\n{block()}<!-- end generated -->\n')

@@ -205,8 +205,46 @@ def test_curves_of_two_runs(trained_workdir, tmp_path):
   rows.append({'step': 4, 'eval_loss': 0.9, 'eval_top1': 0.5, 'eval_top5': 0.9})
   (other / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
   out = tmp_path / 'curves.png'
-  curves.plot_curves([trained_workdir, other], out, labels=['tiny', 'made up'])
+  figure = curves.plot_curves([trained_workdir, other], out, labels=['tiny', 'made up'])
   assert_png(out)
+  loss, top1, rate = figure.axes[:3]
+  # Per run: a train line and an evaluation line in the loss and top-1
+  # panels (plus the legend's two style samples in the loss panel).
+  mine = lambda ax, i: (list(ax.lines[i].get_xdata()), list(ax.lines[i].get_ydata()))
+  assert mine(loss, 2) == ([1, 2, 3, 4], [2.0, 1.0, 2 / 3, 0.5])
+  assert mine(loss, 3) == ([4], [0.9])
+  assert mine(top1, 2) == ([1, 2, 3, 4], pytest.approx([0.1, 0.2, 0.3, 0.4]))
+  assert mine(top1, 3) == ([4], [0.5])
+  assert mine(rate, 1) == ([1, 2, 3, 4], [0.01] * 4)
+  # The trained run's lines are its metrics.jsonl, step by step.
+  logged = [r for r in curves.read_metrics(trained_workdir) if 'train_loss' in r]
+  assert mine(loss, 0) == ([r['step'] for r in logged],
+                           pytest.approx([r['train_loss'] for r in logged]))
+  assert loss.lines[1].get_linestyle() == '--' and loss.lines[0].get_linestyle() == '-'
+  # One colour per run, the same in every panel; the legend names the runs.
+  assert loss.lines[0].get_color() == top1.lines[0].get_color() == rate.lines[0].get_color()
+  assert loss.lines[0].get_color() != loss.lines[2].get_color()
+  assert [t.get_text() for t in figure.legends[0].get_texts()] == ['tiny', 'made up']
+
+
+def test_sweep_curves_are_drawn_as_fig_1(tmp_path):
+  """One panel per setup, the better value solid and the other dashed, the
+  seeds a band around their mean; a legend of the two styles only."""
+  series = [{'panel': f'init={init}', 'colour': '', 'style': f'activation={act}',
+             'solid': act == 'relu', 'x': [1, 2, 3], 'seed': seed,
+             'y': [90 - step * (20 if act == 'relu' else 5) - seed for step in (1, 2, 3)]}
+            for init in ('paper', 'he') for act in ('relu', 'tanh') for seed in (0, 2)]
+  figure = curves.plot_sweep_curves(series, tmp_path / 'f.png')
+  panels = [ax for ax in figure.axes if ax.get_title()]
+  assert [ax.get_title() for ax in panels] == ['init=paper', 'init=he']
+  relu, tanh = panels[0].lines[:2]
+  assert (relu.get_linestyle(), tanh.get_linestyle()) == ('-', '--')
+  assert list(relu.get_ydata()) == [69, 49, 29]  # Mean of seeds 0 and 2.
+  band = panels[0].collections[0].get_paths()[0].vertices[:, 1]
+  assert band.min() == 28 and band.max() == 70  # Min to max over the seeds.
+  assert panels[0].get_xlabel() == 'epochs' and panels[0].get_ylabel().startswith('training error')
+  legend = [t.get_text() for t in figure.legends[0].get_texts()]
+  assert legend == ['activation=relu', 'activation=tanh']
 
 
 # --- Bad input -----------------------------------------------------------------------

@@ -513,3 +513,109 @@ def test_the_one_gpu_command_at_tiny_size_on_the_cpu_keeps_what_finished(tmp_pat
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count('completed before, skipped.') == 4
   assert 'started on' not in proc.stdout
+
+
+# --- The results table ---------------------------------------------------------------
+
+LRN_CPU = """\
+PAPER = "Sec. 3.3: the four-layer CNN's CIFAR-10 test error, 13% without LRN, 11% with it"
+BASE = 'configs/cifar10.py:cifar_4layer'
+OVERRIDES = {'num_epochs': 10, 'log_every_steps': 50, 'model.init': 'he'}
+PRODUCT = {'model.lrn': [True, False]}
+SEEDS = [0, 1]
+"""
+HEADER = 'point,seeds,completed,eval_top1_mean,eval_top1_std\n'
+
+
+def results_folder(tmp_path, csv_rows, sweep_text=LRN_CPU, run_md=''):
+  folder = tmp_path / 'results' / 'lrn_x'
+  folder.mkdir(parents=True)
+  (folder / 'results.csv').write_text(HEADER + csv_rows)
+  if run_md:
+    (folder / 'RUN.md').write_text(run_md)
+  return folder, write(tmp_path / 'lrn_x.py', sweep_text)
+
+
+def test_a_cpu_length_folder_reads_its_length_and_borrows_the_claim(tmp_path):
+  """As the background CPU run's folder will be: a runner without epochs
+  columns or run.json, a sweep file without CLAIM (lrn.py's, by its PAPER)."""
+  from alexnet_jax.tools import result_tables  # pylint: disable=import-outside-toplevel
+  folder, sweep_file = results_folder(
+      tmp_path, 'model.lrn=True,2,2,0.7268,0.004\nmodel.lrn=False,2,2,0.70,0.005\n',
+      run_md='Hardware: 2-core Intel Xeon, shared\nStarted 2026-12-03\n')
+  [row] = result_tables.ablation(folder, Path(sweep_file))
+  assert (row['epochs'], row['seeds'], row['hardware'], row['date']) == (
+      10, 2, '2-core Intel Xeon', '2026-12-03')
+  assert 'lrn=True: 27.3 ± 0.4%; lrn=False: 30.0 ± 0.5%' in row['measured']
+  # 2.7 points apart, spread 0.64: the rule alone says reproduced, the length not.
+  assert row['verdict'] == ('inconclusive by length (10 < 30 epochs, 2 seeds < 3;'
+                            ' the difference alone: reproduced)')
+
+
+@pytest.mark.parametrize('errors, verdict', [
+    (('0.89,0.004', '0.87,0.005'), 'reproduced'),  # 2 points better, spread 0.6.
+    (('0.87,0.004', '0.89,0.005'), 'contradicted'),
+    (('0.885,0.01', '0.88,0.01'), 'inconclusive'),  # Within twice the spread.
+])
+def test_the_verdict_rule_at_full_length(tmp_path, errors, verdict):
+  from alexnet_jax.tools import result_tables  # pylint: disable=import-outside-toplevel
+  full = LRN_CPU.replace("'num_epochs': 10", "'num_epochs': 30").replace(
+      '[0, 1]', '[0, 1, 2]')
+  folder, sweep_file = results_folder(
+      tmp_path, f'model.lrn=True,3,3,{errors[0]}\nmodel.lrn=False,3,3,{errors[1]}\n',
+      full)
+  [row] = result_tables.ablation(folder, Path(sweep_file))
+  assert row['verdict'] == verdict and row['hardware'] == 'not recorded'
+
+
+def test_the_ablations_table_is_todays():
+  from alexnet_jax.tools import result_tables  # pylint: disable=import-outside-toplevel
+  assert not result_tables.stale_blocks(result_tables.ABLATIONS_PAGE,
+                                        result_tables.DOC_BLOCKS), (
+      'docs/ablations.md differs from experiments/results: run python -m'
+      ' alexnet_jax.tools.result_tables --write')
+  table = result_tables.ablations_table()
+  # Every committed folder, its length, and the short runs read as short.
+  for name in ('relu_tanh', 'lrn', 'towers', 'dropout', 'overlapping_pool'):
+    assert f'[{name}](../experiments/results/{name}/results.md)' in table
+  assert table.count('**inconclusive by length (0.48 < 30 epochs, 2 seeds < 3;') == 4
+  assert 'lrn=True: 63.0 ± 1.1%; lrn=False: 71.2 ± 3.5%' in table
+
+
+def test_final_marks_the_papers_figure_beside_each_bar(tmp_path, monkeypatch):
+  from alexnet_jax.tools.sweeps import results  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(ROOT)
+  sweep = spec.load(write(tmp_path / 'lrn.py', FOUR_POINTS + """\
+CLAIM = {'factor': 'model.lrn', 'better': True, 'metric': 'eval_top1',
+         'figure': '11% with, 13% without', 'paper_values': {True: 0.11, False: 0.13}}
+"""))
+  rows = [{'point': 'model.lrn=True', 'eval_top1_mean': 0.75, 'eval_top1_std': 0.01},
+          {'point': 'model.lrn=False', 'eval_top1_mean': 0.70, 'eval_top1_std': 0.02}]
+  figure = results.plot_final(sweep, rows, tmp_path / 'final.png')
+  ax = figure.axes[0]
+  assert [round(b.get_height(), 6) for b in ax.patches] == [25.0, 30.0]
+  marks = [line for line in ax.lines if line.get_color() == 'black' and line.get_xdata().size]
+  assert [list(m.get_ydata()) for m in marks] == [[11.0, 11.0], [13.0, 13.0]]
+  assert all(m.get_xdata()[0] > i for i, m in enumerate(marks))  # Beside its bar.
+  assert 'paper: 11% with, 13% without' in ax.get_title()
+
+
+def test_set_overrides_every_point_and_only_data_dir_leaves_the_identity(
+    tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  path = write(tmp_path / 's.py', FOUR_POINTS)
+  sweep = spec.load(path, spec.parse_sets(['data_dir=/data/a', 'batch_size=4']))
+  assert sweep.command(sweep.points[0], '/w')[4:7] == [
+      '--config.data_dir=/data/a', '--config.batch_size=4', '--config.model.lrn=True']
+  assert spec.point_config(sweep, sweep.points[0]).batch_size == 4
+  assert sweep.identity()['set'] == {'batch_size': 4}
+  sweepdir.claim_workdir(sweep, tmp_path / 'run').release()
+  moved = spec.load(path, spec.parse_sets(['data_dir=/elsewhere', 'batch_size=4']))
+  sweepdir.claim_workdir(moved, tmp_path / 'run').release()  # The data moved: same sweep.
+  other = spec.load(path, spec.parse_sets(['data_dir=/data/a', 'batch_size=8']))
+  with pytest.raises(UserError, match="holds points of another sweep .*set="):
+    sweepdir.claim_workdir(other, tmp_path / 'run')
+  with pytest.raises(UserError, match='varies that key between its points'):
+    spec.load(path, {'model.lrn': True})
+  with pytest.raises(UserError, match='is not KEY=VALUE'):
+    spec.parse_sets(['batch_size'])

@@ -28,12 +28,13 @@ def run_colours(count: int) -> list:
   return [colormaps['turbo'](i / (count - 1)) for i in range(count)]
 
 
-def plot_curves(run_dirs: list, out_path, labels=None) -> None:
+def plot_curves(run_dirs: list, out_path, labels=None):
   """Train/eval loss, top-1 and the learning rate against step, one colour per run.
 
   `run_dirs`: workdirs holding metrics.jsonl; `labels`: one per run (default:
   the folder names). Train values are lines, evaluations dots on dashed lines.
-  The format follows `out_path`'s suffix (.png, .svg, .pdf).
+  The format follows `out_path`'s suffix (.png, .svg, .pdf). Returns the
+  matplotlib Figure drawn.
   """
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   run_dirs = [Path(d) for d in run_dirs]
@@ -69,6 +70,7 @@ def plot_curves(run_dirs: list, out_path, labels=None) -> None:
   fig.legend(*panels[2].get_legend_handles_labels(), loc='outside right upper',
              fontsize=8, title='run', title_fontsize=8)
   fig.savefig(out_path, dpi=DPI)
+  return fig
 
 
 def _run_labels(run_dirs: list[Path]) -> list[str]:
@@ -79,7 +81,7 @@ def _run_labels(run_dirs: list[Path]) -> list[str]:
 
 
 def plot_sweep_curves(series: list[dict], out_path, *, x_label='epochs',
-                      title='') -> None:
+                      title=''):
   """Training error (%) against epochs as Fig. 1 draws it: one panel per
   setup, the claim's factor by line style (its better value solid, the
   other dashed: ReLU and tanh in Fig. 1), one colour per value of the other
@@ -87,7 +89,7 @@ def plot_sweep_curves(series: list[dict], out_path, *, x_label='epochs',
 
   `series`: one dict per run with 'panel', 'colour', 'style' (labels),
   'solid' (bool), 'x', 'y' (lists) and 'seed'. The legend names only what
-  varies: the colours' values and the two line styles.
+  varies: the colours' values and the two line styles. Returns the Figure.
   """
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -134,3 +136,4 @@ def plot_sweep_curves(series: list[dict], out_path, *, x_label='epochs',
   if title:
     fig.suptitle(title, fontsize=9)
   fig.savefig(out_path, dpi=DPI)
+  return fig

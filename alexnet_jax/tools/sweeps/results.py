@@ -206,13 +206,13 @@ def markdown_table(sweep: Sweep, rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot_runs(sweep: Sweep, workdir: Path, runs: list[dict], path: Path) -> None:
+def plot_runs(sweep: Sweep, workdir: Path, runs: list[dict], path: Path):
   """Training error against epochs as Fig. 1 draws it (pictures.curves.
   plot_sweep_curves): one panel per setup, the claim's factor by line
   style, seeds as a band."""
   logged = [r for r in runs if r['curves']]
   if not logged:
-    return
+    return None
   factor, panels, colours = roles(sweep)
   point_of = {p.name: p for p in sweep.points}
   series = []
@@ -230,7 +230,7 @@ def plot_runs(sweep: Sweep, workdir: Path, runs: list[dict], path: Path) -> None
                    'style': _label(point, [factor]) if factor else '',
                    'solid': not factor or point.overrides[factor] == _better(sweep),
                    'x': xs, 'y': ys, 'seed': point.seed})
-  plot_sweep_curves(series, path, x_label='epochs' if all(
+  return plot_sweep_curves(series, path, x_label='epochs' if all(
       _steps_per_epoch(sweepdir.read_json(workdir / r['folder'] / 'config.json'),
                        sweepdir.read_json(workdir / r['folder'] / 'summary.json'))
       for r in logged) else 'step', title=sweep.paper or sweep.path)
@@ -262,7 +262,7 @@ def roles(sweep: Sweep) -> tuple[str | None, list[str], list[str]]:
   return factor, setup, [k for k in rest if k not in setup]
 
 
-def plot_final(sweep: Sweep, rows: list[dict], path: Path) -> None:
+def plot_final(sweep: Sweep, rows: list[dict], path: Path):
   """Final top-1 error per point, error bars one standard deviation over
   seeds; the paper's figure (CLAIM's paper_values, same metric) beside each
   bar where it has one."""
@@ -300,3 +300,4 @@ def plot_final(sweep: Sweep, rows: list[dict], path: Path) -> None:
   ax.legend(fontsize=8)
   ax.grid(axis='y', alpha=0.3)
   figure.savefig(path, dpi=110)
+  return figure
