@@ -370,7 +370,15 @@ def test_device_requests_the_machine_cannot_meet_are_refused(request_, expected)
     placement.plan(**args)
 
 
-def test_points_too_large_to_share_a_gpu_are_refused():
+def test_points_too_large_to_share_a_gpu_are_refused(tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  # The floor of run/memory.py, traced from the sweep's configs.
+  sweep = spec.load(write(tmp_path / 'big.py', FOUR_POINTS),
+                    spec.parse_sets(['batch_size=1000000']))
+  assert len(runner.place(sweep, 'gpu', 0, 1, gpus=GPUS)) == 2  # Alone: main judges.
+  with pytest.raises(UserError, match=r'each point would get 63\.0 GiB of a 140'
+                     r' GiB GPU, but its largest point needs at least'):
+    runner.place(sweep, 'gpu', 0, 2, gpus=GPUS)
   slots = placement.plan('gpu', need=1, parallel=0, points_per_device=4,
                          gpus=GPUS, cpus=[0])
   placement.check_fits(slots, GPUS, 20 << 30, 4)  # 31 GiB each: fits.

@@ -196,8 +196,10 @@ def check_fits(slots: list[Slot], gpus: list[Gpu], need_bytes: int,
         f'--points_per_device={points_per_device}: each point would get'
         f' {share / (1 << 30):.1f} GiB of a {smallest / (1 << 30):.0f} GiB GPU,'
         f' but its largest point needs at least {need_bytes / (1 << 30):.1f} GiB'
-        ' (parameters, optimiser state, gradients and activations). Give'
-        f' --points_per_device={fit} or fewer, or a smaller batch_size.'
+        ' (parameters, optimiser state, gradients and activations). '
+        + (f'Give --points_per_device={fit} or fewer' if fit > 1 else
+           'Leave --points_per_device out (one point per GPU)')
+        + ', or a smaller batch_size.'
         if fit else
         f'The sweep\'s largest point needs at least {need_bytes / (1 << 30):.1f}'
         f' GiB per device, more than a GPU here holds.')

@@ -282,7 +282,7 @@ def _largest_point_bytes(configs) -> int:
   """run/memory.py's floor for the largest point, traced on the CPU (the
   runner never takes GPU memory from its points)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from alexnet_jax.core import parallel  # pylint: disable=import-outside-toplevel
+  from alexnet_jax.core.parallel import make_mesh  # pylint: disable=import-outside-toplevel
   from alexnet_jax.run import memory  # pylint: disable=import-outside-toplevel
   from alexnet_jax.run.settings import Settings  # pylint: disable=import-outside-toplevel
   need = max(placement.device_need(c) for c in configs)
@@ -299,7 +299,7 @@ def _largest_point_bytes(configs) -> int:
     if key in seen:
       continue
     seen.add(key)
-    mesh = parallel.make_mesh(settings.mesh, devices=jax.devices('cpu')[:need])
+    mesh = make_mesh(settings.mesh, devices=jax.devices('cpu')[:need])
     largest = max(largest, memory.estimate(settings, mesh).per_device)
   return largest
 
