@@ -141,7 +141,8 @@ def ablation(folder: Path, sweep_file: Path | None = None) -> list[dict]:
       folder / 'run.json').is_file() else {}
   run_md = (folder / 'RUN.md').read_text() if (folder / 'RUN.md').is_file() else ''
   hardware = record.get('hardware') or (
-      m.group(1) if (m := re.search(r'Hardware: ([^,\n]+)', run_md)) else 'not recorded')
+      m.group(1) if (m := re.search(r'Hardware: ([^,\n]+)', run_md)) else
+      _devices(folder / 'runs.csv'))
   date = (record.get('date') or (m.group(0) if (
       m := re.search(r'\d{4}-\d\d-\d\d', run_md)) else ''))[:10]
   epochs = [_number(r.get('epochs_mean')) for r in rows]
@@ -185,6 +186,19 @@ def ablation(folder: Path, sweep_file: Path | None = None) -> list[dict]:
 
 def _format(value) -> str:
   return value if isinstance(value, str) else repr(value)
+
+
+def _devices(runs_csv: Path) -> str:
+  """The kind of device the runs' summaries name, where nothing else says
+  what the hardware was."""
+  if not runs_csv.is_file():
+    return 'not recorded'
+  with open(runs_csv, newline='') as f:
+    devices = ' '.join(r.get('devices') or '' for r in csv.DictReader(f)).lower()
+  if not devices.strip():
+    return 'not recorded'
+  kind = 'CPU' if 'cuda' not in devices and 'gpu' not in devices else 'GPU'
+  return f'{kind} (the model of it not recorded)'
 
 
 def _relative(folder: Path) -> Path:

@@ -627,3 +627,13 @@ def test_set_overrides_every_point_and_only_data_dir_leaves_the_identity(
     spec.load(path, {'model.lrn': True})
   with pytest.raises(UserError, match='is not KEY=VALUE'):
     spec.parse_sets(['batch_size'])
+
+
+def test_stop_after_preempts_the_points_and_exits_75(tmp_path):
+  sweep_file = write(tmp_path / 'long.py', LONG_POINT)
+  proc = run_sweep(f'--sweep={sweep_file}', f'--workdir={tmp_path / "run"}',
+                   '--stop_after_s=2')
+  assert proc.returncode == 75, proc.stdout + proc.stderr[-3000:]
+  assert 'preempting the running points' in proc.stderr
+  record = json.loads((tmp_path / 'run' / POINT_OF_LONG / 'sweep_run.json').read_text())
+  assert record['status'] == 'preempted'

@@ -48,6 +48,7 @@ def collect(sweep: Sweep, workdir: Path) -> list[dict]:
            'steps': summary.get('steps') if status == 'completed' else None,
            'wall_seconds': (summary.get('wall_seconds')
                             if status == 'completed' else None),
+           'devices': ' '.join(summary.get('devices', [])),
            'curves': curves}
     for key in FINAL_METRICS:
       run[key] = summary.get(key) if status == 'completed' else None
