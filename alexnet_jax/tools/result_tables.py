@@ -122,9 +122,9 @@ def _value(row: dict, metric: str):
   mean, std = _number(row.get(f'{metric}_mean')), _number(row.get(f'{metric}_std'))
   if metric.startswith('eval_top') and mean is not None:
     return 100 * (1 - mean), None if std is None else 100 * std
-  if metric == 'steps_to_target' and row.get('reached_target') not in (None, ''):
-    if int(row['reached_target']) < int(row['completed'] or 0):
-      return None, None  # Some seed never reached the target.
+  if (metric == 'steps_to_target' and row.get('reached_target') not in (None, '')
+      and int(row['reached_target']) < int(row['completed'] or 0)):
+    return None, None  # Some seed never reached the target.
   return mean, std
 
 
@@ -260,8 +260,8 @@ def ablation_folders() -> list[Path]:
 
 def ablations_table() -> str:
   """docs/ablations.md's table: every results folder against the paper."""
-  lines = ['| sweep | the paper\'s claim | paper\'s figure | setup | measured'
-           ' (mean ± std over seeds) | epochs | seeds | hardware, date | verdict |',
+  lines = [('| sweep | the paper\'s claim | paper\'s figure | setup | measured'
+            ' (mean ± std over seeds) | epochs | seeds | hardware, date | verdict |'),
            '|---|---|---|---|---|---|---|---|---|']
   for folder in ablation_folders():
     for row in ablation(folder):
