@@ -4,9 +4,10 @@ The paper (ImageNet, "during every run"): GPU 1's conv1 kernels are largely
 colour-agnostic, GPU 2's largely colour-specific. Here the CIFAR-10
 two-tower net and its one-tower counterpart (the control: its kernels split
 into two halves at random), trained as long as the other sweeps, 3 seeds.
-`python -m alexnet_jax.tools.pictures.kernels --sweep=DIR` draws conv1 per
-tower for every seed and writes each tower's colour selectivity with its
-spread over seeds (figure3.json, figure3.png). Both towers train on one
+`kernels.picture_sweep(DIR)` (alexnet_jax/tools/pictures/kernels.py, run by
+experiments/all_on_one_gpu.py after this sweep) draws conv1 per tower for
+every seed and writes each tower's colour selectivity with its spread over
+seeds (DIR/figure3.json, DIR/figure3.png). Both towers train on one
 device: which device holds a tower does not change what the net computes
 (tests/core check the split against one device), and the towers still meet
 only where Fig. 2 says.

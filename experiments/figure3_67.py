@@ -2,8 +2,8 @@
 
 The paper's own layer stack (configs/default.py: 48 conv1 kernels of
 11x11x3 per tower) on CIFAR-10 resized to 67x67, the smallest input that
-stack accepts; for a GPU (about 60 M parameters at width 1). Read with
-`python -m alexnet_jax.tools.pictures.kernels --sweep=DIR`, as figure3.py.
+stack accepts; for a GPU (20 M parameters at width 1: fc6 reads a 1x1 map). Read with
+`kernels.picture_sweep(DIR)`, as figure3.py.
 
     python -m alexnet_jax.sweep --sweep=experiments/figure3_67.py --workdir=DIR [--set dataset=image_folder --set data_dir=FOLDER]
 """

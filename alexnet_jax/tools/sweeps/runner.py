@@ -273,34 +273,45 @@ def place(sweep: spec.Sweep, devices: str, parallel: int,
                          points_per_device=points_per_device, gpus=gpus,
                          cpus=sorted(os.sched_getaffinity(0)))
   if slots and slots[0].gpus and points_per_device > 1:
-    placement.check_fits(slots, gpus, _largest_point_bytes(configs),
+    placement.check_fits(slots, gpus, _largest_point_bytes(sweep, need),
                          points_per_device)
   return slots
 
 
-def _largest_point_bytes(configs) -> int:
-  """run/memory.py's floor for the largest point, traced on the CPU (the
-  runner never takes GPU memory from its points)."""
+def _largest_point_bytes(sweep: spec.Sweep, need: int) -> int:
+  """run/memory.py's floor for the sweep's largest point, traced in a child
+  process on the CPU: the runner itself never starts JAX (nor takes GPU
+  memory from its points)."""
+  code = ('import json, sys; from alexnet_jax.tools.sweeps import runner;'
+          ' print(runner.largest_point_floor(*json.loads(sys.argv[1])))')
+  env = placement.Slot(host_devices=need).env(
+      dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  proc = subprocess.run(
+      [sys.executable, '-c', code, json.dumps([sweep.path, sweep.extra])],
+      env=env, capture_output=True, text=True, timeout=600, check=False)
+  if proc.returncode != 0 or not proc.stdout.strip().isdigit():
+    raise UserError('Could not estimate the memory of the sweep\'s points'
+                    f' (exit {proc.returncode}): {_tail([proc.stderr])}'
+                    .replace('\n', ' '))
+  return int(proc.stdout.strip())
+
+
+def largest_point_floor(sweep_file: str, extra: dict) -> int:
+  """Bytes per device of the largest point (memory.estimate), on this
+  process's CPU devices."""
   import jax  # pylint: disable=import-outside-toplevel
   from alexnet_jax.core.parallel import make_mesh  # pylint: disable=import-outside-toplevel
   from alexnet_jax.run import memory  # pylint: disable=import-outside-toplevel
   from alexnet_jax.run.settings import Settings  # pylint: disable=import-outside-toplevel
-  need = max(placement.device_need(c) for c in configs)
-  try:
-    jax.config.update('jax_platforms', 'cpu')
-    jax.config.update('jax_num_cpu_devices', need)
-  except RuntimeError:  # JAX already started (in-process tests).
-    pass
-  largest = 0
-  seen = set()
-  for config in configs:
-    settings = Settings.from_config(config)
+  sweep = spec.load(sweep_file, extra)
+  largest, seen = 0, set()
+  for point in sweep.points:
+    settings = Settings.from_config(spec.point_config(sweep, point))
     key = repr(settings.model) + repr(settings.mesh) + str(settings.data.batch_size)
-    if key in seen:
-      continue
-    seen.add(key)
-    mesh = make_mesh(settings.mesh, devices=jax.devices('cpu')[:need])
-    largest = max(largest, memory.estimate(settings, mesh).per_device)
+    if key not in seen:
+      seen.add(key)
+      mesh = make_mesh(settings.mesh, devices=jax.devices('cpu'))
+      largest = max(largest, memory.estimate(settings, mesh).per_device)
   return largest
 
 
