@@ -218,7 +218,8 @@ def _judge(sides, factor, metric, best_over, epochs, seeds, target=None) -> dict
     label = f'{factor.split(".")[-1]}={point[factor]}' + (
         f' (best {best_over.split(".")[-1]}={point[best_over]})' if best_over else '')
     if mean is None:
-      return f'{label}: not reached'
+      return f'{label}: ' + ('not reached by every seed' if metric == 'steps_to_target'
+                             else 'no completed run')
     return f'{label}: {mean:,.1f}' + (f' ± {std:,.1f}' if std is not None else '') + unit
   if sides[True] is None or sides[False] is None:
     return {'measured': '', 'verdict': 'inconclusive: a side has no completed point',
@@ -226,7 +227,8 @@ def _judge(sides, factor, metric, best_over, epochs, seeds, target=None) -> dict
   measured = f'{what}: {show(True)}; {show(False)}'
   (_, _, good, good_std), (_, _, bad, bad_std) = sides[True], sides[False]
   if good is None or bad is None:
-    reading = 'inconclusive (not every seed reached the target)'
+    reading = ('inconclusive (not every seed reached the target)'
+               if metric == 'steps_to_target' else 'inconclusive (a side has no completed run)')
   elif good_std is None or bad_std is None:
     reading = 'inconclusive (one seed: no spread)'
   else:

@@ -25,7 +25,7 @@ from clirun import ROOT, cli_env
 # One xdist worker runs this file's tests, which share costly session-scoped
 # fixtures (tests/conftest.py says why).
 pytestmark = [pytest.mark.xdist_group('sweep'),
-              pytest.mark.slow(seconds=70)]  # All of this file's tests together.
+              pytest.mark.slow(seconds=100)]  # All of this file's tests together.
 
 TWO_POINTS = """\
 '''LRN on and off in the tiny network, and a point that fails.'''
