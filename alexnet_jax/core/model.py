@@ -57,14 +57,16 @@ class TowerLayer(nnx.Module):
     self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (towers, *shape)))
     self.bias = nnx.Param(jnp.full((towers, out_features), bias, jnp.float32))
     self.layer = layer
+    self.units = out_features
     self.conv_kernel_grad = conv_kernel_grad
 
   def __call__(self, x: jax.Array, tower: int, towers: parallel.Towers, dtype) -> jax.Array:
-    kernel = self.kernel[tower]
+    kernel, bias = self.kernel[tower], self.bias[tower]
     if self.layer.dense:  # FSDP stores fc kernels split over their inputs.
-      kernel = towers.gather_weights(kernel, self.layer.name)
+      kernel = towers.gather_weights(kernel, self.layer.name, x.shape[-1])
+      kernel, bias = towers.unit_share(kernel, bias, self.units)  # Hybrid.
     return _layer_op(self.layer, x.astype(dtype), kernel.astype(dtype),
-                     self.bias[tower].astype(dtype), self.conv_kernel_grad)
+                     bias.astype(dtype), self.conv_kernel_grad)
 
 
 class AlexNet(nnx.Module):
@@ -124,10 +126,12 @@ def _forward(cfg: ModelConfig, module, x, towers, *, train, rng, record=None):
   record = record or (lambda name, h: None)
   table = cfg.network.layers
   hs = [x.astype(dtype)] * len(local)  # Every tower reads the image.
+  units = None  # Per tower, of the fully connected layer before.
   for index, layer in enumerate(table):
     if layer.dense and hs[0].ndim > 2:  # Entering the fully connected part.
       hs = towers.enter_dense(hs, layer.name)
-    hs = towers.exchange(hs, layer.name, both=layer.reads_both)
+    hs = towers.exchange(hs, layer.name, both=layer.reads_both, units=units)
+    units = cfg.features(layer)
     hs = [h.reshape(h.shape[0], -1) if layer.dense else h for h in hs]
     hs = [module(layer.name)(h, i, towers, dtype) for h, i in zip(hs, local)]
     if layer is table[-1]:
@@ -141,9 +145,9 @@ def _forward(cfg: ModelConfig, module, x, towers, *, train, rng, record=None):
       hs = [layers.max_pool(h, cfg.overlapping_pool) for h in hs]
     if layer.dropout and train and cfg.dropout_rate > 0:
       hs = [layers.dropout(h, cfg.dropout_rate, towers.dropout_keep(
-          rng, index, i, h.shape, cfg.dropout_rate)) for h, i in zip(hs, local)]
+          rng, index, i, h.shape, cfg.dropout_rate, units)) for h, i in zip(hs, local)]
     record(f'pool{layer.name.removeprefix("conv")}' if layer.pool else layer.name, hs[0])
-  return towers.exchange_logits(hs).astype(jnp.float32)  # Softmax over all classes.
+  return towers.exchange_logits(hs, units).astype(jnp.float32)  # Softmax over all classes.
 
 
 def _trace(cfg: ModelConfig):
@@ -200,8 +204,9 @@ def param_axes(params) -> object:
     dense = params[layer]['kernel'].ndim == 3
     if part == 'kernel':
       return parallel.Logical(('tower', 'fc_in', 'fc_units') if dense
-                              else ('tower',) + (None,) * (x.ndim - 1))
-    return parallel.Logical(('tower', 'fc_units') if dense else ('tower', None))
+                              else ('tower',) + (None,) * (x.ndim - 1), x.shape)
+    return parallel.Logical(('tower', 'fc_units') if dense else ('tower', None),
+                            x.shape)
   return jax.tree_util.tree_map_with_path(axes, params)
 
 

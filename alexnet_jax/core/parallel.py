@@ -13,8 +13,12 @@ sharding_strategy). The logical axes:
 
 One function, `run_towers`, turns the rules into each device's program
 (`jax.shard_map`); `param_shardings` and `batch_sharding` into where the
-state and the batch live. The devices talk only in `Towers`: search for
-"exchange" to find every crossing of Fig. 2. Which strategy a run uses is
+state and the batch live. A parameter axis that does not divide over its
+mesh axis (fc8's 5 classes per tower over 2 devices) is stored whole; each
+device pads it with dead units and computes its equal share, and the dead
+units are cut off where the shares are gathered (`Towers.unit_share`).
+The devices talk only in `Towers`: search for "exchange" to find every
+crossing of Fig. 2. Which strategy a run uses is
 resolved once from its config (run/settings.py) and handed down as `Rules`.
 """
 
@@ -73,8 +77,10 @@ STRATEGIES = {
 
 @dataclasses.dataclass(frozen=True)
 class Logical:
-  """A parameter's logical axes (a pytree leaf, unlike a tuple)."""
+  """A parameter's logical axes (a pytree leaf, unlike a tuple), and its
+  shape where known: an axis whose size does not divide is not split."""
   axes: tuple[str | None, ...]
+  shape: tuple[int, ...] = ()
 
 
 def parse_rules(text: str) -> Rules:
@@ -129,13 +135,20 @@ def make_mesh(mesh: MeshConfig, devices: Sequence[jax.Device] | None = None) -> 
       devices=devices[:data * model])
 
 
-def spec(logical: Logical, rules: Rules) -> P:
-  return P(*(getattr(rules, a) if a else None for a in logical.axes))
+def spec(logical: Logical, rules: Rules, sizes=None) -> P:
+  """The PartitionSpec of `logical`; with the mesh's axis `sizes`, an axis of
+  the parameter that does not divide over its mesh axis stays whole."""
+  names = [getattr(rules, a) if a else None for a in logical.axes]
+  if sizes and logical.shape:
+    names = [n if n is None or size % sizes[n] == 0 else None
+             for n, size in zip(names, logical.shape)]
+  return P(*names)
 
 
 def param_shardings(axes_tree, rules: Rules, mesh: Mesh):
   """Each parameter's NamedSharding, from its logical axes (model.param_axes)."""
-  return jax.tree.map(lambda l: NamedSharding(mesh, spec(l, rules)), axes_tree)
+  return jax.tree.map(lambda l: NamedSharding(mesh, spec(l, rules, mesh.shape)),
+                      axes_tree)
 
 
 def batch_sharding(mesh: Mesh, rules: Rules = STRATEGIES['towers']) -> NamedSharding:
@@ -178,6 +191,11 @@ def current_mesh():
 # --- Where the devices talk -------------------------------------------------------
 
 
+def _size(axis_name: str | None) -> int:
+  """Devices along a mesh axis, inside `run_towers` (1: not split)."""
+  return jax.lax.axis_size(axis_name) if axis_name else 1
+
+
 def _gather(x: jax.Array, axis_name: str | None, axis: int,
             to: str = 'varying') -> jax.Array:
   if axis_name is None:
@@ -200,8 +218,33 @@ class Towers:
   def split(self) -> bool:
     return self.rules.tower is not None
 
+  def unit_share(self, kernel: jax.Array, bias: jax.Array,
+                 units: int) -> tuple[jax.Array, jax.Array]:
+    """This device's share of a fully connected layer's `units` (per tower).
+
+    Where fc units are split (hybrid) but do not divide over the devices,
+    the layer arrives whole (`spec`): it is padded with dead units (zero
+    kernel and bias) to the next multiple, and this device takes its equal
+    share. The dead units' outputs are cut off once the shares are gathered
+    (`_whole_units`), so they change nothing, their gradients included.
+    """
+    n = _size(self.rules.fc_units)
+    if units % n == 0:
+      return kernel, bias
+    share = -(-units // n)
+    pad = lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, share * n - units)])
+    take = lambda x: jax.lax.dynamic_slice_in_dim(
+        pad(x), jax.lax.axis_index(self.rules.fc_units) * share, share, x.ndim - 1)
+    return take(kernel), take(bias)
+
+  def _whole_units(self, h: jax.Array, units: int | None,
+                   to: str = 'varying') -> jax.Array:
+    """Every device's share of a layer's units gathered, dead units cut off."""
+    h = _gather(h, self.rules.fc_units, 1, to)
+    return h if units is None else h[:, :units]
+
   def exchange(self, halves: Sequence[jax.Array], name: str, *,
-               both: bool = True) -> list[jax.Array]:
+               both: bool = True, units: int | None = None) -> list[jax.Array]:
     """Each tower's activations in; what layer `name` reads out.
 
     One of the places where the 2012 GPUs talked: `name` is the layer that
@@ -210,11 +253,12 @@ class Towers:
     an all-gather, whose gradient is a reduce-scatter. Where fc units are
     split (hybrid), each tower's units are gathered first. The named scope
     puts `name` in the HLO's op_name, so `alexnet_jax.describe` can say which
-    crossing each collective is.
+    crossing each collective is. `units`: the units per tower of the layer
+    the halves come from.
     """
     with jax.named_scope(name):
       if halves[0].ndim == 2:  # Fully connected outputs, perhaps split by unit.
-        halves = [_gather(h, self.rules.fc_units, 1) for h in halves]
+        halves = [self._whole_units(h, units) for h in halves]
       if not both:
         return list(halves)
       local = jnp.concatenate(halves, axis=-1) if len(halves) > 1 else halves[0]
@@ -228,15 +272,17 @@ class Towers:
     with jax.named_scope(name):
       return [_gather(h, self.rules.batch, 0) for h in hs]
 
-  def gather_weights(self, kernel: jax.Array, name: str) -> jax.Array:
-    """FSDP: an fc kernel stored split over its inputs, gathered for use."""
-    if self.rules.fc_in is None:
+  def gather_weights(self, kernel: jax.Array, name: str, inputs: int) -> jax.Array:
+    """FSDP: an fc kernel stored split over its inputs, gathered for use
+    (one whose `inputs` do not divide over the devices is stored whole)."""
+    if self.rules.fc_in is None or kernel.shape[0] == inputs:
       return kernel
     with jax.named_scope(f'{name}_weights'):
       return _gather(kernel, self.rules.fc_in, 0)
 
-  def exchange_logits(self, halves: Sequence[jax.Array]) -> jax.Array:
-    """Each tower's logits in, all classes out, for the softmax.
+  def exchange_logits(self, halves: Sequence[jax.Array],
+                      units: int | None = None) -> jax.Array:
+    """Each tower's logits (`units` per tower) in, all classes out, for the softmax.
 
     Split over devices, each writes its slice into zeros and a psum adds them:
     the sum is the same on every device by construction (JAX's replication
@@ -246,7 +292,7 @@ class Towers:
     with jax.named_scope('softmax'):
       # The hybrid's logits hold the whole batch: the same on every device.
       to = 'invarying' if self.rules.fc_batch is None else 'varying'
-      halves = [_gather(h, self.rules.fc_units, 1, to) for h in halves]
+      halves = [self._whole_units(h, units, to) for h in halves]
       local = jnp.concatenate(halves, axis=-1) if len(halves) > 1 else halves[0]
       if not self.split:
         return local
@@ -258,8 +304,9 @@ class Towers:
       return jax.lax.psum(full, self.rules.tower)
 
   def dropout_keep(self, rng: jax.Array, layer: int, local: int, shape,
-                   rate: float) -> jax.Array:
-    """Sec. 4.2's mask for one tower's fully connected outputs (`shape`, local).
+                   rate: float, units: int | None = None) -> jax.Array:
+    """Sec. 4.2's mask for one tower's fully connected outputs (`shape`, local;
+    `units` per tower, dead ones of `unit_share` not counted).
 
     Drawn for the whole batch and all units from (layer, tower) alone, then
     this device's block is kept: every strategy and mesh drops the same
@@ -269,8 +316,10 @@ class Towers:
     split = [(0, self.rules.fc_batch), (len(shape) - 1, self.rules.fc_units)]
     full = list(shape)
     for axis, name in split:
-      full[axis] *= jax.lax.axis_size(name) if name else 1
+      full[axis] *= _size(name)
+    padded, full[-1] = full[-1], units or full[-1]
     keep = jax.random.bernoulli(key, 1.0 - rate, full)
+    keep = jnp.pad(keep, [(0, 0)] * (keep.ndim - 1) + [(0, padded - full[-1])])
     for axis, name in split:
       if name:
         keep = jax.lax.dynamic_slice_in_dim(
@@ -312,7 +361,8 @@ def run_towers(
 
   return jax.shard_map(
       per_device_fn,
-      in_specs=(jax.tree.map(lambda l: spec(l, rules), axes), P(rules.batch), P()),
+      in_specs=(jax.tree.map(lambda l: spec(l, rules, mesh.shape), axes),
+                P(rules.batch), P()),
       out_specs=P(rules.fc_batch),
   )(params, images, rng)
 

@@ -19,7 +19,7 @@ from alexnet_jax.run import supervision
 def provide_host_devices(mesh, num_processes: int = 1) -> None:
   """On CPU, gives JAX as many host devices as `mesh` needs (before it starts).
 
-  Split evenly over the processes. Has no effect on GPUs or TPUs, nor when
+  Split evenly over the processes (0: not known, as on TPU). Has no effect on GPUs or TPUs, nor when
   XLA_FLAGS already sets a count.
   """
   if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
@@ -27,7 +27,7 @@ def provide_host_devices(mesh, num_processes: int = 1) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   data = mesh.data if mesh.data > 0 else 1
   needed = max(1, data * mesh.model)
-  jax.config.update('jax_num_cpu_devices', max(1, -(-needed // num_processes)))
+  jax.config.update('jax_num_cpu_devices', max(1, -(-needed // max(num_processes, 1))))
 
 
 def start(settings, *, workdir: str | None = None,
@@ -43,7 +43,7 @@ def start(settings, *, workdir: str | None = None,
   from alexnet_jax.core import parallel  # pylint: disable=import-outside-toplevel
   from alexnet_jax.run import memory  # pylint: disable=import-outside-toplevel
   from alexnet_jax.run import validation  # pylint: disable=import-outside-toplevel
-  if processes.coordinator_address:
+  if processes.several:
     supervision.initialize(processes, settings)
   validation.validate(settings, num_devices=jax.device_count(), workdir=workdir)
   if fits:
@@ -55,7 +55,7 @@ def train(config, workdir: str, processes: supervision.Processes) -> int:
   exit status (preemption.py, supervision.py). A run over several processes
   first starts itself again under a supervising parent (supervision.py),
   which never imports JAX."""
-  if processes.num_processes > 1 and not supervision.supervised():
+  if processes.several and not supervision.supervised():
     return supervision.supervise(
         processes, config.distributed.initialization_timeout)
   from alexnet_jax.run.settings import Settings  # pylint: disable=import-outside-toplevel

@@ -136,20 +136,8 @@ def validate_rules(settings, mesh: dict[str, int]) -> parallel.Rules:
       raise UserError(
           f'batch_size={settings.data.batch_size} does not divide over the {n}'
           f' device(s) of the {getattr(rules, logical)} axis: use a multiple of {n}.')
-  for logical in ('fc_units', 'fc_in'):
-    n = mesh.get(getattr(rules, logical), 1)
-    dense = [l for l in net.layers if l.dense]
-    sizes = {l.name: cfg.features(l) for l in dense} if logical == 'fc_units' else {
-        name: shape[-1] for name, shape in model.input_shapes(cfg).items()
-        if name in {l.name for l in dense}}
-    bad = {k: v for k, v in sizes.items() if v % n}
-    if bad:
-      name, size = next(iter(bad.items()))
-      raise UserError(
-          f'{source} splits {logical} over the {n} devices of'
-          f' {getattr(rules, logical)!r}, but {name} has {size} per tower, which'
-          f' does not divide by {n}. Change model.width or model.num_classes,'
-          ' or the mesh.')
+  # fc units or inputs that do not divide over their devices are stored
+  # whole and padded where computed (parallel.Towers.unit_share): no check.
   return rules
 
 

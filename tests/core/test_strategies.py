@@ -34,37 +34,39 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STEPS = 3
 
 
-def tiny_config(strategy='data', data=1, model_axis=1):
+def tiny_config(strategy='data', data=1, model_axis=1, **model_overrides):
   config = default.get_config('tiny')
   config.model.num_classes = 16
   config.model.dropout_rate = 0.0  # Same function; dropout masks are tested apart.
+  config.model.update(model_overrides)
   config.strategy = strategy
   config.mesh.data, config.mesh.model = data, model_axis
   return config
 
 
-def tiny(strategy='data', data=1, model_axis=1) -> Settings:
-  return Settings.from_config(tiny_config(strategy, data, model_axis))
+def tiny(strategy='data', data=1, model_axis=1, **model_overrides) -> Settings:
+  return Settings.from_config(tiny_config(strategy, data, model_axis, **model_overrides))
 
 
-def losses_per_strategy(strategies, num_devices):
+def losses_per_strategy(strategies, num_devices, **model_overrides):
   """Train losses of STEPS steps, and the final params, per strategy and on one
   device; every run starts from the same numbers, placed by its rules."""
-  reference = tiny()
+  reference = tiny(**model_overrides)
   one = parallel.make_mesh(reference.mesh)
   graphdef, state = train_state.create_train_state(
       reference.model, reference.optimizer, reference.seed, reference.rules, one)
   host_state = jax.device_get(state)
   rng = np.random.default_rng(0)
   batches = [{'image': rng.standard_normal((8, 67, 67, 3), np.float32),
-              'label': rng.integers(0, 16, 8, dtype=np.int32)} for _ in range(STEPS)]
+              'label': rng.integers(0, reference.model.num_classes, 8, dtype=np.int32)}
+             for _ in range(STEPS)]
   out = {}
   for name in ('one_device', *strategies):
     if name == 'one_device':
       config = reference
     else:
       shape = parallel.strategy_mesh_shape(name, num_devices, 2)
-      config = tiny(name, shape['data'], shape['model'])
+      config = tiny(name, shape['data'], shape['model'], **model_overrides)
     validation.validate(config, num_devices=num_devices)
     mesh = parallel.make_mesh(config.mesh)
     shardings = train_state.state_shardings(host_state, config.optimizer,
@@ -112,6 +114,15 @@ def test_every_strategy_equals_one_device_on_four_devices():
   result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.slow(seconds=10)
+def test_hybrid_splits_units_that_do_not_divide_as_one_device():
+  """CIFAR-10's 10 classes: fc8 has 5 per tower over 2 devices; and 97 units
+  per tower in fc6 and fc7, with dropout. The dead units that pad each layer
+  to an equal share change nothing, and the dropout masks are one device's."""
+  assert_same_function(losses_per_strategy(
+      ['hybrid'], 2, num_classes=10, width=97 / 2048, dropout_rate=0.5))
 
 
 def test_hybrid_compiles_to_the_collectives_of_one_weird_trick():

@@ -158,3 +158,67 @@ def test_a_process_that_never_joins_is_named(tmp_path):
     assert other in message and 'Nothing was trained' in message
     assert 'Fatal Python error' not in err and 'Traceback' not in err
   assert not (tmp_path / 'tfds').exists() and not (tmp_path / 'w0').exists()
+
+
+def _slurm_env(task, tasks=2):
+  """What srun sets for task `task` of `tasks` on one node, 127.0.0.1. JAX
+  derives the coordinator's port from the job id: one that is free now."""
+  port = _free_port_in(range(61440, 65536))
+  return {'SLURM_JOB_ID': str(port - 61440 + 4096 * 7),
+          'SLURM_STEP_NODELIST': '127.0.0.1', 'SLURM_NTASKS': str(tasks),
+          'SLURM_PROCID': str(task), 'SLURM_LOCALID': str(task),
+          'SLURM_NODEID': '0', 'SLURM_STEP_TASKS_PER_NODE': str(tasks)}
+
+
+def _free_port_in(ports) -> int:
+  for port in np.random.default_rng().permutation(np.array(ports)):
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', int(port)))
+      except OSError:
+        continue
+      return int(port)
+  raise AssertionError('no free port')
+
+
+def _start_under_slurm(workdir, *overrides, envs, per_process, data_dir):
+  """The command without any process flag, as srun starts it in each task."""
+  import subprocess
+  return [subprocess.Popen(
+      cli_command(workdir, *overrides, *extra, data_dir=data_dir), cwd=ROOT,
+      env=cli_env(env), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+          for env, extra in zip(envs, per_process)]
+
+
+@pytest.mark.slow(seconds=10)
+def test_slurm_tasks_find_each_other_without_flags(tmp_path):
+  """Two tasks of one srun step: they join through the coordinator JAX derives
+  from SLURM's variables, then compare their configs (one differs)."""
+  env = _slurm_env(0)
+  envs = [env, env | {'SLURM_PROCID': '1', 'SLURM_LOCALID': '1'}]
+  procs = _start_under_slurm(tmp_path / 'w', envs=envs, data_dir=tmp_path / 'd',
+                             per_process=((), ('--config.batch_size=16',)))
+  for p, mine, theirs, other in zip(procs, (8, 16), (16, 8), (1, 0)):
+    _, err = p.communicate(timeout=600)
+    message = ' '.join(err.split())
+    assert p.returncode == 2, err[-3000:]
+    assert f'Process {other} was started with another config' in message
+    assert f'batch_size: {theirs} there, {mine} here' in message
+    assert 'Traceback' not in err
+
+
+@pytest.mark.slow(seconds=8)
+def test_a_slurm_task_alone_says_to_start_it_with_srun(tmp_path):
+  """Task 1 of 2 without task 0 (python run in a batch script, not srun)."""
+  env = _slurm_env(1)
+  (proc,) = _start_under_slurm(
+      tmp_path / 'w', '--config.distributed.initialization_timeout=2',
+      envs=[env], per_process=[()], data_dir=tmp_path / 'd')
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == supervision.NOT_JOINED_EXIT_CODE, err[-3000:]
+  message = ' '.join(err.split())
+  assert 'error: process 1 of 2 waited 2 s' in message
+  assert "process 0 (the coordinator) to join the run at the coordinator JAX" \
+      " found from SLURM's environment" in message
+  assert 'Start it with srun' in message and 'SLURM_NTASKS=2' in message
+  assert 'Traceback' not in err and not (tmp_path / 'w').exists()
