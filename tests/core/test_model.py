@@ -429,7 +429,17 @@ def test_validate_unknown_variant():
 def test_validate_unknown_conv_kernel_grad():
   config = full_config()
   config.conv_kernel_grad = 'cudnn'
-  with pytest.raises(UserError, match="conv_kernel_grad 'cudnn'.*xla, patches"):
+  with pytest.raises(UserError, match="conv_kernel_grad 'cudnn'.*auto, xla, patches"):
+    validation.validate_model(model_of(config))
+
+
+@pytest.mark.parametrize('key, known', [
+    ('lrn_sum', 'window, banded'), ('pool_grad', 'xla, slices'),
+    ('tower_conv', 'separate, grouped, block_diagonal')])
+def test_validate_unknown_layer_form(key, known):
+  config = full_config()
+  config.model[key] = 'fused'
+  with pytest.raises(UserError, match=f"model.{key} 'fused'; choose one of {known}"):
     validation.validate_model(model_of(config))
 
 
