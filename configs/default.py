@@ -55,9 +55,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.dtype = 'float32'  # Compute dtype; parameters stay float32.
   # How convolutions' kernel gradients are computed (core/convolution.py): 'xla'
-  # (autodiff) or 'patches' (one matrix product, faster on XLA's CPU
-  # backend); the same gradients either way, so it may change on resume.
-  config.conv_kernel_grad = 'xla'
+  # (autodiff), 'patches' (matrix products, faster on XLA's CPU backend) or
+  # 'auto' (patches on CPU, xla elsewhere); the same gradients either way, so
+  # it may change on resume.
+  config.conv_kernel_grad = 'auto'
 
   # Sec. 5: SGD, momentum 0.9, weight decay 5e-4, lr 0.01 divided by 10 on a
   # validation plateau, three times at most.
@@ -85,6 +86,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.width = 1.0  # Multiplies every layer's width.
   config.model.num_classes = 1000
   config.model.init = 'paper'  # 'paper' (Sec. 5: N(0, 0.01), some biases 1) or 'he'.
+  # Forms of the same function, for speed only (same outputs and gradients,
+  # tests/core/test_forms.py). LRN's 5-channel sum: 'window' (reduce_window)
+  # or 'banded' (a matrix product). Max-pool's backward: 'xla'
+  # (select-and-scatter) or 'slices' (strided slices, first maximum wins as
+  # in XLA). Towers on one device: 'separate' convolutions, one 'grouped'
+  # (feature_group_count=2) or one with 'block_diagonal' kernels. conv1's 3
+  # input channels padded to 4 with zeros.
+  config.model.lrn_sum = 'window'
+  config.model.pool_grad = 'xla'
+  config.model.tower_conv = 'separate'
+  config.model.pad_conv1_channels = False
 
   # The device mesh: `model` splits the towers (2 = one tower per device, as
   # in 2012), `data` splits the batch; -1 takes all devices left.

@@ -6,8 +6,11 @@ window is the whole output map (27x27 for conv2), which it runs many times
 slower than the forward pass of the same FLOPs (profile:
 benchmarks/results/cpu-profile-2026-11-26.md). `kernel_grad='patches'`
 computes the same gradient as matrix products instead, at the matmul rate
-(`_kernel_grad`); the input gradient stays XLA's. On a GPU cuDNN's kernel
-gradients are the fast path, so 'xla' is the default.
+(`_kernel_grad`); the input gradient stays XLA's. `kernel_grad='auto'` (the
+default) takes 'patches' on CPU, where it measured faster on both CPU kinds
+this project has run on (AMD EPYC and Intel Xeon, benchmarks/results/), and
+'xla' elsewhere: on a GPU cuDNN's kernel gradients are the fast path, and on
+a TPU XLA's are assumed to be (not measured).
 """
 
 import functools
@@ -15,19 +18,29 @@ import functools
 import jax
 import jax.numpy as jnp
 
-CONV_KERNEL_GRADS = ('xla', 'patches')
+CONV_KERNEL_GRADS = ('auto', 'xla', 'patches')
 
 
-def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+          groups: int = 1) -> jax.Array:
   return jax.lax.conv_general_dilated(
       x, kernel, (stride, stride), [(padding, padding)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+
+
+def resolve_kernel_grad(kernel_grad: str) -> str:
+  """'auto' -> 'patches' on the CPU backend, 'xla' on any other."""
+  if kernel_grad != 'auto':
+    return kernel_grad
+  return 'patches' if jax.default_backend() == 'cpu' else 'xla'
 
 
 def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
-         kernel_grad: str = 'xla') -> jax.Array:
-  """One tower's convolution (NHWC, HWIO); `kernel_grad` says how its kernel
-  gradient is computed: 'xla' (autodiff) or 'patches' (`_kernel_grad`).
+         kernel_grad: str = 'auto', groups: int = 1) -> jax.Array:
+  """A convolution (NHWC, HWIO) of `groups` towers' channels side by side
+  (feature_group_count; 1: one tower); `kernel_grad` says how its kernel
+  gradient is computed: 'xla' (autodiff), 'patches' (`_kernel_grad`) or
+  'auto' (`resolve_kernel_grad`).
 
   Both give the same gradients. Under shard_map the batch varies over mesh
   axes a replicated kernel does not: both operands are first cast to vary
@@ -36,12 +49,12 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
   """
   if kernel_grad not in CONV_KERNEL_GRADS:
     raise ValueError(f'kernel_grad must be one of {CONV_KERNEL_GRADS}, got {kernel_grad!r}.')
-  if kernel_grad == 'xla':
-    return _conv(x, kernel, stride, padding)
+  if resolve_kernel_grad(kernel_grad) == 'xla':
+    return _conv(x, kernel, stride, padding, groups)
   both = _varying(x) | _varying(kernel)
   x, kernel = (jax.lax.pcast(a, tuple(sorted(both - _varying(a))), to='varying')
                for a in (x, kernel))
-  return _conv_patches_grad(x, kernel, stride, padding)
+  return _conv_patches_grad(x, kernel, stride, padding, groups)
 
 
 def _varying(x: jax.Array) -> frozenset:
@@ -76,22 +89,26 @@ def _kernel_grad(x: jax.Array, dy: jax.Array, kh: int, kw: int, stride: int,
   return jax.lax.map(row, jnp.arange(kh)).reshape(kh, kw, c, o)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_patches_grad(x, kernel, stride, padding):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_patches_grad(x, kernel, stride, padding, groups):
   """`_conv`, whose kernel gradient is `_kernel_grad`'s matrix products."""
-  return _conv(x, kernel, stride, padding)
+  return _conv(x, kernel, stride, padding, groups)
 
 
-def _conv_patches_grad_fwd(x, kernel, stride, padding):
-  return _conv(x, kernel, stride, padding), (x, kernel)
+def _conv_patches_grad_fwd(x, kernel, stride, padding, groups):
+  return _conv(x, kernel, stride, padding, groups), (x, kernel)
 
 
-def _conv_patches_grad_bwd(stride, padding, residuals, dy):
+def _conv_patches_grad_bwd(stride, padding, groups, residuals, dy):
   x, kernel = residuals
   kh, kw, _, _ = kernel.shape
   # The input gradient as XLA derives it (a transposed convolution).
-  _, input_vjp = jax.vjp(lambda x: _conv(x, kernel, stride, padding), x)
-  grad = _kernel_grad(x, dy, kh, kw, stride, padding).astype(kernel.dtype)
+  _, input_vjp = jax.vjp(lambda x: _conv(x, kernel, stride, padding, groups), x)
+  # Group g's kernels see only its inputs: one gradient per group, side by side.
+  grad = jnp.concatenate([
+      _kernel_grad(xg, dyg, kh, kw, stride, padding) for xg, dyg in zip(
+          jnp.split(x, groups, axis=-1), jnp.split(dy, groups, axis=-1))],
+                         axis=-1).astype(kernel.dtype)
   return input_vjp(dy)[0], grad
 
 

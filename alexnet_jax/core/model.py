@@ -12,6 +12,7 @@ holds for 227 (Caffe and cuda-convnet use 227, or 224 with padding).
 """
 
 from collections.abc import Callable
+import dataclasses
 import functools
 import math
 
@@ -37,14 +38,26 @@ def prng_key(seed: int) -> jax.Array:
 
 
 def _layer_op(layer: Layer, x: jax.Array, kernel: jax.Array, bias: jax.Array,
-              conv_kernel_grad: str = 'xla') -> jax.Array:
-  """conv (NHWC, HWIO) or matrix product, plus bias: one tower of one layer."""
+              conv_kernel_grad: str = 'auto', pad_inputs: int = 0,
+              groups: int = 1) -> jax.Array:
+  """conv (NHWC, HWIO) or matrix product, plus bias: one tower of one layer
+  (or `groups` towers side by side, `TowerLayer.all_towers`)."""
   if layer.dense:
     return x @ kernel + bias
-  # Two plain half-width convolutions, not one grouped convolution
+  if pad_inputs:  # Zero channels times zero kernels: the same sums.
+    x = jnp.pad(x, ((0, 0),) * 3 + ((0, pad_inputs),))
+    kernel = jnp.pad(kernel, ((0, 0),) * 2 + ((0, pad_inputs), (0, 0)))
+  # Default: two plain half-width convolutions, not one grouped convolution
   # (feature_group_count=2): on CPU the grouped form ran ~3x slower.
   return convolution.conv(x, kernel, layer.stride, layer.padding,
-                          conv_kernel_grad) + bias
+                          conv_kernel_grad, groups) + bias
+
+
+def _block_diagonal(kernels) -> jax.Array:
+  """(kh, kw, n*C, n*O): tower i's inputs reach only tower i's outputs."""
+  return jnp.concatenate([jnp.concatenate(
+      [k if j == i else jnp.zeros_like(k) for j in range(len(kernels))], axis=-1)
+                          for i, k in enumerate(kernels)], axis=2)
 
 
 class TowerLayer(nnx.Module):
@@ -52,21 +65,46 @@ class TowerLayer(nnx.Module):
 
   def __init__(self, layer: Layer, towers: int, in_features: int,
                out_features: int, *, bias: float, std: float, rngs: nnx.Rngs,
-               conv_kernel_grad: str = 'xla'):
+               conv_kernel_grad: str = 'auto', pad_inputs: int = 0):
     shape = (() if layer.dense else (layer.kernel, layer.kernel)) + (in_features, out_features)
     self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (towers, *shape)))
     self.bias = nnx.Param(jnp.full((towers, out_features), bias, jnp.float32))
     self.layer = layer
     self.units = out_features
     self.conv_kernel_grad = conv_kernel_grad
+    self.pad_inputs = pad_inputs  # Zero input channels added (model.pad_conv1_channels).
 
-  def __call__(self, x: jax.Array, tower: int, towers: parallel.Towers, dtype) -> jax.Array:
+  def _weights(self, tower: int, towers: parallel.Towers, dtype, inputs: int = 0):
     kernel, bias = self.kernel[tower], self.bias[tower]
     if self.layer.dense:  # FSDP stores fc kernels split over their inputs.
-      kernel = towers.gather_weights(kernel, self.layer.name, x.shape[-1])
+      kernel = towers.gather_weights(kernel, self.layer.name, inputs)
       kernel, bias = towers.unit_share(kernel, bias, self.units)  # Hybrid.
-    return _layer_op(self.layer, x.astype(dtype), kernel.astype(dtype),
-                     bias.astype(dtype), self.conv_kernel_grad)
+    return kernel.astype(dtype), bias.astype(dtype)
+
+  def __call__(self, x: jax.Array, tower: int, towers: parallel.Towers, dtype) -> jax.Array:
+    return _layer_op(self.layer, x.astype(dtype), *self._weights(tower, towers, dtype, x.shape[-1]),
+                     self.conv_kernel_grad, self.pad_inputs)
+
+  def all_towers(self, hs, local, towers: parallel.Towers, dtype, form: str) -> list[jax.Array]:
+    """Every local tower of a convolution as one convolution (`form`:
+    network.TOWER_CONVS), split back into towers; the same function as one
+    `__call__` per tower. Towers that read the same array (the image, or
+    both towers after an exchange, Fig. 2) share it: their kernels side by
+    side. Towers that read their own halves (conv2, conv4, conv5) read the
+    halves side by side, through groups or block-diagonal kernels, so no
+    tower sees the other's channels.
+    """
+    kernels, biases = zip(*(self._weights(i, towers, dtype) for i in local))
+    n, groups = len(hs), 1
+    if all(h is hs[0] for h in hs):
+      x, kernel = hs[0], jnp.concatenate(kernels, axis=-1)
+    elif form == 'grouped':
+      x, kernel, groups = jnp.concatenate(hs, axis=-1), jnp.concatenate(kernels, axis=-1), n
+    else:
+      x, kernel = jnp.concatenate(hs, axis=-1), _block_diagonal(kernels)
+    y = _layer_op(self.layer, x.astype(dtype), kernel, jnp.concatenate(biases),
+                  self.conv_kernel_grad, self.pad_inputs, groups)
+    return jnp.split(y, n, axis=-1)
 
 
 class AlexNet(nnx.Module):
@@ -85,11 +123,12 @@ class AlexNet(nnx.Module):
       in_features = in_shapes[layer.name][-1]  # After its exchange (and flattening).
       fan_in = in_features * (1 if layer.dense else layer.kernel ** 2)
       he = cfg.init == 'he' and layer is not net.layers[-1]  # The logits keep N(0, 0.01).
+      pad = cfg.pad_conv1_channels and layer is net.layers[0] and in_features == 3
       setattr(self, layer.name, TowerLayer(
           layer, net.towers, in_features, cfg.features(layer),
           bias=1.0 if cfg.init == 'paper' and layer.bias_one else 0.0,
           std=math.sqrt(2.0 / fan_in) if he else INIT_STDDEV, rngs=rngs,
-          conv_kernel_grad=cfg.conv_kernel_grad))
+          conv_kernel_grad=cfg.conv_kernel_grad, pad_inputs=int(pad)))
 
   def __call__(self, images: jax.Array, *, train: bool = False,
                rng: jax.Array | None = None,
@@ -133,16 +172,19 @@ def _forward(cfg: ModelConfig, module, x, towers, *, train, rng, record=None):
     hs = towers.exchange(hs, layer.name, both=layer.reads_both, units=units)
     units = cfg.features(layer)
     hs = [h.reshape(h.shape[0], -1) if layer.dense else h for h in hs]
-    hs = [module(layer.name)(h, i, towers, dtype) for h, i in zip(hs, local)]
+    if cfg.tower_conv != 'separate' and len(local) > 1 and not layer.dense:
+      hs = module(layer.name).all_towers(hs, local, towers, dtype, cfg.tower_conv)
+    else:
+      hs = [module(layer.name)(h, i, towers, dtype) for h, i in zip(hs, local)]
     if layer is table[-1]:
       record(layer.name, hs[0])
       break
     hs = [act(h) for h in hs]
     if layer.lrn and cfg.lrn:
-      hs = [layers.lrn(h, convention=cfg.lrn_convention) for h in hs]
+      hs = [layers.lrn(h, convention=cfg.lrn_convention, sum_form=cfg.lrn_sum) for h in hs]
     if layer.pool:
       record(layer.name, hs[0])
-      hs = [layers.max_pool(h, cfg.overlapping_pool) for h in hs]
+      hs = [layers.max_pool(h, cfg.overlapping_pool, cfg.pool_grad) for h in hs]
     if layer.dropout and train and cfg.dropout_rate > 0:
       hs = [layers.dropout(h, cfg.dropout_rate, towers.dropout_keep(
           rng, index, i, h.shape, cfg.dropout_rate, units)) for h, i in zip(hs, local)]
@@ -152,8 +194,9 @@ def _forward(cfg: ModelConfig, module, x, towers, *, train, rng, record=None):
 
 def _trace(cfg: ModelConfig):
   """(what each layer's op reads, what each layer and pool gives), per tower,
-  batch 1: the table's forward pass traced with zero kernels, never run."""
-  return _traced(cfg, cfg.network)
+  batch 1: the table's forward pass traced with zero kernels, never run.
+  Every form of a layer has the same shapes: the plain ones are traced."""
+  return _traced(dataclasses.replace(cfg, tower_conv='separate'), cfg.network)
 
 
 @functools.lru_cache(maxsize=256)  # Keyed by the table too: a test may add one.

@@ -97,13 +97,20 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 LRN_CONVENTIONS = ('paper', 'caffe')  # layers.lrn.
 INITS = ('paper', 'he')  # model.AlexNet.
+# How the towers' convolutions run where one device holds several towers
+# (model.py `TowerLayer.all_towers`): one convolution per tower ('separate'),
+# or one for all of them, grouped (feature_group_count) or with block-diagonal
+# kernels. Every form computes the same function (Fig. 2's towers).
+TOWER_CONVS = ('separate', 'grouped', 'block_diagonal')
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The network's settings (configs/default.py: `model.*`, `image_size`,
   `dtype`, `conv_kernel_grad`). The defaults are the paper's net, as
-  configs/default.py sets it (tested)."""
+  configs/default.py sets it (tested). `lrn_sum`, `pool_grad`, `tower_conv`
+  and `pad_conv1_channels` choose among forms of the same function (speed
+  only)."""
   variant: str = 'two_tower'
   lrn: bool = True
   lrn_convention: str = 'paper'  # 'paper' (= TensorFlow) or 'caffe' (alpha / n).
@@ -115,7 +122,11 @@ class ModelConfig:
   init: str = 'paper'  # 'paper' (Sec. 5) or 'he'.
   image_size: int = 227
   dtype: str = 'float32'  # Compute dtype; parameters stay float32.
-  conv_kernel_grad: str = 'xla'  # 'xla' | 'patches': convolution.conv.
+  conv_kernel_grad: str = 'auto'  # 'auto' | 'xla' | 'patches': convolution.conv.
+  lrn_sum: str = 'window'  # layers.LRN_SUMS.
+  pool_grad: str = 'xla'  # layers.POOL_GRADS.
+  tower_conv: str = 'separate'  # TOWER_CONVS.
+  pad_conv1_channels: bool = False  # conv1 reads 4 channels, the 4th zero.
 
   @property
   def network(self) -> Network:

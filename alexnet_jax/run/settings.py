@@ -70,7 +70,10 @@ class Settings:
             width=float(m.width), num_classes=int(m.num_classes),
             init=str(m.init), image_size=int(config.image_size),
             dtype=str(config.dtype),
-            conv_kernel_grad=str(config.conv_kernel_grad)),
+            conv_kernel_grad=str(config.conv_kernel_grad),
+            lrn_sum=str(m.lrn_sum), pool_grad=str(m.pool_grad),
+            tower_conv=str(m.tower_conv),
+            pad_conv1_channels=bool(m.pad_conv1_channels)),
         optimizer=OptimizerConfig(
             learning_rate=float(o.learning_rate), momentum=float(o.momentum),
             weight_decay=float(o.weight_decay), schedule=str(o.schedule),

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from alexnet_jax.core import convolution
+from alexnet_jax.core import layers
 from alexnet_jax.core import model
 from alexnet_jax.core import network
 from alexnet_jax.core import optim
@@ -98,6 +99,14 @@ def validate_model(cfg: network.ModelConfig) -> None:
   if cfg.conv_kernel_grad not in convolution.CONV_KERNEL_GRADS:
     raise UserError(f'Unknown conv_kernel_grad {cfg.conv_kernel_grad!r};'
                     f' choose one of {", ".join(convolution.CONV_KERNEL_GRADS)}.')
+  for key, value, known in (('lrn_sum', cfg.lrn_sum, layers.LRN_SUMS),
+                            ('pool_grad', cfg.pool_grad, layers.POOL_GRADS),
+                            ('tower_conv', cfg.tower_conv, network.TOWER_CONVS)):
+    if value not in known:
+      raise UserError(
+          f'Unknown model.{key} {value!r}; choose one of {", ".join(known)}.'
+          ' Every choice computes the same outputs and gradients; only the'
+          ' speed differs.')
   if not fits(cfg):
     raise UserError(
         f'image_size={cfg.image_size} is too small for the {cfg.variant}'

@@ -429,7 +429,17 @@ def test_validate_unknown_variant():
 def test_validate_unknown_conv_kernel_grad():
   config = full_config()
   config.conv_kernel_grad = 'cudnn'
-  with pytest.raises(UserError, match="conv_kernel_grad 'cudnn'.*xla, patches"):
+  with pytest.raises(UserError, match="conv_kernel_grad 'cudnn'.*auto, xla, patches"):
+    validation.validate_model(model_of(config))
+
+
+@pytest.mark.parametrize('key, known', [
+    ('lrn_sum', 'window, banded'), ('pool_grad', 'xla, slices'),
+    ('tower_conv', 'separate, grouped, block_diagonal')])
+def test_validate_unknown_layer_form(key, known):
+  config = full_config()
+  config.model[key] = 'fused'
+  with pytest.raises(UserError, match=f"model.{key} 'fused'; choose one of {known}"):
     validation.validate_model(model_of(config))
 
 
@@ -540,14 +550,10 @@ def test_conv_patches_kernel_gradient_equals_autodiff(stride, padding, dtype):
 PLACEMENTS = [None, 'towers', 'data']
 
 
-@pytest.mark.parametrize('strategy', PLACEMENTS, ids=lambda s: s or 'one_device')
-def test_patches_kernel_gradients_equal_autodiff_in_every_placement(
-    tiny, single_device, strategy):
-  """Under shard_map the rule's gradient is summed over the mesh axes the
-  batch is split on, as autodiff sums it: the same gradients as autodiff on
-  one device (a missing sum would be off by about half)."""
-  config = tiny['config'].copy_and_resolve_references()
-  config.conv_kernel_grad = 'patches'
+def placed_loss_and_grads(tiny, config, strategy, check=lambda jaxpr, rules: None):
+  """The loss and gradients of `config`'s model with tiny's parameters and
+  batch, on one device (strategy None) or placed by `strategy` on 2 devices;
+  `check(jaxpr, rules)` sees the traced step."""
   graphdef = nnx.graphdef(abstract_model(config))
   state, images, labels = tiny['state'], tiny['images'], tiny['labels']
   rules, mesh = None, None
@@ -568,14 +574,106 @@ def test_patches_kernel_gradients_equal_autodiff_in_every_placement(
 
   with jax.set_mesh(mesh) if mesh else contextlib.nullcontext():
     traced = jax.jit(jax.value_and_grad(loss)).trace(state, images, labels)
+    check(traced.jaxpr, rules)
+    return traced.lower().compile()(state, images, labels)
+
+
+@pytest.mark.parametrize('strategy', PLACEMENTS, ids=lambda s: s or 'one_device')
+def test_patches_kernel_gradients_equal_autodiff_in_every_placement(
+    tiny, single_device, strategy):
+  """Under shard_map the rule's gradient is summed over the mesh axes the
+  batch is split on, as autodiff sums it: the same gradients as autodiff on
+  one device (a missing sum would be off by about half)."""
+  config = tiny['config'].copy_and_resolve_references()
+  config.conv_kernel_grad = 'patches'
+
+  def check(jaxpr, rules):
     # The rule is in use: its loop over kernel rows, per convolution and tower.
     towers_here = 1 if rules and rules.tower else 2
-    assert str(traced.jaxpr).count('scan[') == 5 * towers_here
-    got_loss, got = traced.lower().compile()(state, images, labels)
+    assert str(jaxpr).count('scan[') == 5 * towers_here
+
+  got_loss, got = placed_loss_and_grads(tiny, config, strategy, check)
   ref_loss, _, ref_grads = single_device[True]
   assert rel_err(got_loss, ref_loss) <= 1e-6
   for (name, g), (_, ref) in zip(named_leaves(got), named_leaves(ref_grads)):
-    assert rel_err(g, ref) <= (1e-6 if mesh is None else 1e-5), name
+    assert rel_err(g, ref) <= (1e-6 if strategy is None else 1e-5), name
+
+
+def test_auto_kernel_gradient_is_patches_on_cpu_and_xla_elsewhere(monkeypatch):
+  assert convolution.resolve_kernel_grad('auto') == 'patches'  # Tests run on CPU.
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert convolution.resolve_kernel_grad('auto') == 'xla'
+  assert convolution.resolve_kernel_grad('patches') == 'patches'
+
+
+# --- 10b. Alternative forms of the same layers ------------------------------------
+
+# Each form against the default on one device and split over 2 host devices:
+# `towers` (one tower per device) for the per-tower layers, `data` (both
+# towers on each device, the only placement where the towers' convolutions
+# can merge) for `tower_conv`. The forms differ from the default in the
+# order of float32 sums only.
+FORMS = {
+    'lrn_banded': ({'lrn_sum': 'banded'}, 'towers'),
+    'pool_slices': ({'pool_grad': 'slices'}, 'towers'),
+    'conv1_4_channels': ({'pad_conv1_channels': True}, 'towers'),
+    'grouped': ({'tower_conv': 'grouped'}, 'data'),
+    'block_diagonal': ({'tower_conv': 'block_diagonal'}, 'data'),
+}
+
+
+@pytest.mark.slow(seconds=20)
+@pytest.mark.parametrize('form', list(FORMS))
+def test_each_layer_form_gives_the_defaults_loss_and_gradients(tiny, single_device, form):
+  overrides, split = FORMS[form]
+  ref_loss, _, ref_grads = single_device[True]
+  for strategy in (None, split):
+    config = tiny['config'].copy_and_resolve_references()
+    config.model.update(overrides)
+    assert model_of(config) != model_of(tiny['config'])
+    got_loss, got = placed_loss_and_grads(tiny, config, strategy)
+    assert rel_err(got_loss, ref_loss) <= 1e-6, strategy
+    for (name, g), (_, ref) in zip(named_leaves(got), named_leaves(ref_grads)):
+      assert rel_err(g, ref) <= 1e-5, (strategy, name)
+
+
+def test_grouped_tower_convolutions_are_one_convolution_per_layer():
+  """With both towers on one device, `tower_conv` runs each conv layer once:
+  conv2, conv4, conv5 grouped (feature_group_count=2), conv1 and conv3 with
+  both towers' kernels side by side."""
+  config = tiny_config(tower_conv='grouped')
+  cfg = model_of(config)
+  net = model.create(cfg)
+  x = jnp.ones((1, cfg.image_size, cfg.image_size, 3))
+  jaxpr = str(jax.make_jaxpr(lambda x: net(x))(x))
+  assert jaxpr.count('conv_general_dilated[') == 5
+  assert jaxpr.count('feature_group_count=2') == 3
+
+
+@pytest.mark.parametrize('overlapping', [True, False])
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_max_pool_slices_gradient_breaks_ties_as_xla(overlapping, dtype):
+  """Small integers make most windows hold tied maxima: each window's
+  gradient must reach the same input as select-and-scatter's (the first
+  maximum, row-major), exactly."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.integers(0, 3, (2, 13, 13, 4)), dtype)
+  dy = jnp.asarray(rng.standard_normal((2, 6, 6, 4)), dtype)  # 13 -> 6 either way.
+  outs, grads = [], []
+  for grad in layers.POOL_GRADS:
+    y, vjp = jax.vjp(lambda x, grad=grad: layers.max_pool(x, overlapping, grad), x)
+    outs.append(y)
+    grads.append(vjp(dy)[0])
+  np.testing.assert_array_equal(np.asarray(outs[0]), np.asarray(outs[1]))
+  np.testing.assert_array_equal(np.asarray(grads[0], np.float32), np.asarray(grads[1], np.float32))
+
+
+def test_lrn_banded_sum_equals_the_window_sum():
+  x = jnp.asarray(30 * np.random.default_rng(0).standard_normal((2, 5, 5, 16)), jnp.float32)
+  loss = lambda form: lambda x: jnp.sum(jnp.sin(layers.lrn(x, sum_form=form)))
+  want, got = (jax.value_and_grad(loss(form))(x) for form in layers.LRN_SUMS)
+  assert rel_err(got[0], want[0]) <= 1e-6
+  assert rel_err(got[1], want[1]) <= 1e-6
 
 
 # --- 11. The Python API as docs/api.md shows it -----------------------------------
