@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from alexnet_jax.data import imagenet
 from alexnet_jax.data import preprocess
 from alexnet_jax.data import shapes10
 from alexnet_jax.data.settings import DataConfig
@@ -329,15 +330,20 @@ def _scan_folder(root, splits, skip_bad_images) -> Folder:
         f'{splits[1]}/. Put each image in a folder named after its class: '
         f'{root}/{splits[0]}/<class>/<image>.')
 
-  _check_same_classes(root_path, splits)
+  # ImageNet's flat val/ and its labels file (imagenet.py): wnid -> files.
+  flat = {split: _flat_split(root_path, split) for split in splits
+          if imagenet.is_flat(root_path / split)}
+  imagenet.check_wnids(root_path, splits[0], class_names)
+  _check_same_classes(root_path, splits, flat)
 
   paths, labels, bad = {}, {}, []
   for split in dict.fromkeys(splits):  # train and eval may be one folder.
     paths[split], labels[split] = [], []
     for label, name in enumerate(class_names):
       class_dir = root_path / split / name
-      files = sorted(str(p) for p in class_dir.glob('*')
-                     if p.is_file() and not p.name.startswith('.'))
+      files = flat[split].get(name, []) if split in flat else sorted(
+          str(p) for p in class_dir.glob('*')
+          if p.is_file() and not p.name.startswith('.'))
       if class_dir.is_dir() and not files:
         bad.append((str(class_dir), 'an empty class folder'))
       paths[split] += files
@@ -377,16 +383,35 @@ def folder_class_names(root: Path, splits) -> list[str]:
                  if p.is_dir() and not p.name.startswith('.')})
 
 
-def _check_same_classes(root: Path, splits):
+def _flat_split(root: Path, split: str) -> dict[str, list[str]]:
+  """A flat split folder's files by wnid; UserError for a file unlabelled."""
+  labels = imagenet.flat_labels(root, split)
+  by_class, unlabelled = {}, []
+  for path in sorted((root / split).iterdir()):
+    if path.is_file() and not path.name.startswith('.'):
+      if path.stem in labels:
+        by_class.setdefault(labels[path.stem], []).append(str(path))
+      else:
+        unlabelled.append(path.name)
+  if unlabelled:
+    raise UserError(
+        f'{len(unlabelled)} files in {root / split} have no label in its '
+        f'labels file ({", ".join(unlabelled[:5])}); ImageNet\'s are named '
+        'ILSVRC2012_val_NNNNNNNN.JPEG. Remove the others, or sort the images '
+        f'into {root / split}/<wnid>/.')
+  return by_class
+
+
+def _check_same_classes(root: Path, splits, flat):
   """Refuses an evaluation class folder that the training split lacks: a
   class never trained on, evaluated without a word. A training class that
   the evaluation split lacks is logged (a small or sliced evaluation set can
   lack a class); the labels, the sorted class folders, are then training's.
   An empty class folder is left to the bad-entry check, which names it."""
   train, evaluation = splits
-  names = {split: {name for name in folder_class_names(root, (split,))
-                   if any(not p.name.startswith('.')
-                          for p in (root / split / name).iterdir())}
+  names = {split: set(flat[split]) if split in flat else {
+      name for name in folder_class_names(root, (split,))
+      if any(not p.name.startswith('.') for p in (root / split / name).iterdir())}
            for split in splits}
   untrained = sorted(names[evaluation] - names[train])
   if untrained:
