@@ -1,10 +1,10 @@
-"""CIFAR-10 (32x32, 10 classes) from the JPEGs in ../shared/data, for ablations.
+"""CIFAR-10 (32x32, 10 classes), for ablations.
 
     python -m alexnet_jax.main --config=configs/cifar10.py:cifar_two_tower --workdir=DIR
 
-The argument names the network, a 32x32 variant of alexnet_jax/core/network.py (`,small` adds
-the splits `train_small` and `test_small`, the first 1,000 training and 200
-test images of each class, for short runs on a CPU):
+The argument names the network, a 32x32 variant of alexnet_jax/core/network.py (`,small`
+reads the first 10,000 training and 2,000 test images instead, about 1,000
+and 200 of each class, for short runs on a CPU):
 
   * `cifar_two_tower` (default): the paper's two-tower layout scaled to 32x32,
     with the same crossings as Fig. 2 (conv3, fc6, fc7, fc8 read both towers),
@@ -14,14 +14,17 @@ test images of each class, for short runs on a CPU):
     (Figure 1) and Sec. 3.3, on one device (three 5x5 convolutions and a
     classifier: no dropout, zero biases under init='paper').
 
-Data: `dataset=image_folder` reading `train/` (50,000 images) and `test/`
-(10,000) from `data_dir`. By default that is a cache folder
-(`$XDG_CACHE_HOME/alexnet_jax/cifar10-jpeg`, else `~/.cache/...`) which
-`get_config` fills once from ../shared/data/cifar10-jpeg.tar.gz: unpacked into a
-temporary folder beside it and renamed into place, so that runs started
-together (a sweep) never read a half-written folder. Caveat: these images were
-re-encoded as JPEG (quality about 75), so accuracies land near, not on,
-published CIFAR-10 figures.
+Data, either way (docs/data.md, "CIFAR-10"):
+
+  * TFDS `cifar10` (the default), prepared once in `data_dir` ('' is TFDS's
+    default folder) with `tfds build cifar10 --data_dir=DIR` where there is
+    a network; runs never download.
+  * A folder of images, `DIR/train/<class>/*` (50,000) and `DIR/test/<class>/*`
+    (10,000): `--config.dataset=image_folder --config.data_dir=DIR`.
+
+`,small`'s splits are TFDS slices, `train[:10000]` and `test[:2000]`; a
+folder reads the same syntax, taking its images one class after another in
+turn, so that a slice holds the first images of every class.
 
 The recipe is the paper's (Sec. 5: SGD, momentum 0.9, weight decay 5e-4, batch
 128), with a cosine learning-rate decay to zero over `num_epochs`, which gives
@@ -32,72 +35,12 @@ Not measured as a whole (30 epochs) on this machine; see experiments/ for the
 short runs that were.
 """
 
-import os
-from pathlib import Path
-import shutil
-import tarfile
-import tempfile
-
 from configs import default
 
-ARCHIVE = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'
 VARIANTS = ('cifar_two_tower', 'cifar_one_tower', 'cifar_4layer')
 IMAGE_SIZE = 32
-# `small`: split -> (the split it is taken from, images per class).
-SMALL = {'train_small': ('train', 1_000), 'test_small': ('test', 200)}
-
-
-def cache_dir() -> Path:
-  root = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
-  return Path(root) / 'alexnet_jax' / 'cifar10-jpeg'
-
-
-def extracted(archive: Path = ARCHIVE, target: Path | None = None) -> Path:
-  """The image folder (`train/`, `test/`), unpacked from `archive` on first use.
-
-  Safe when several processes start at once: each unpacks into its own
-  temporary folder and renames it into place; the first rename wins and the
-  others delete their copy. Without the archive, returns the path anyway
-  (the input pipeline then says the folder is missing).
-  """
-  target = target or cache_dir()
-  if (target / 'train').is_dir() or not archive.exists():
-    return target
-  target.parent.mkdir(parents=True, exist_ok=True)
-  scratch = Path(tempfile.mkdtemp(prefix='.unpacking-', dir=target.parent))
-  try:
-    with tarfile.open(archive) as tar:
-      tar.extractall(scratch, filter='data')
-    try:
-      os.rename(scratch / 'cifar10', target)
-    except OSError:
-      if not (target / 'train').is_dir():  # Not lost to a concurrent unpack.
-        raise
-  finally:
-    shutil.rmtree(scratch, ignore_errors=True)
-  return target
-
-
-def _with_subsets(target: Path) -> Path:
-  """Adds the `small` splits to an extracted folder: the first SMALL[split]
-  images of every class (sorted names), hard-linked; built aside, renamed in."""
-  for split, (source, per_class) in SMALL.items():
-    if (target / split).is_dir() or not (target / source).is_dir():
-      continue
-    scratch = Path(tempfile.mkdtemp(prefix=f'.{split}-', dir=target))
-    try:
-      for class_dir in sorted((target / source).iterdir()):
-        (scratch / class_dir.name).mkdir()
-        for image in sorted(class_dir.iterdir())[:per_class]:
-          os.link(image, scratch / class_dir.name / image.name)
-      try:
-        os.rename(scratch, target / split)
-      except OSError:
-        if not (target / split).is_dir():
-          raise
-    finally:
-      shutil.rmtree(scratch, ignore_errors=True)
-  return target
+# `small`: about 1,000 training and 200 test images of each class.
+SMALL = ('train[:10000]', 'test[:2000]')
 
 
 def get_config(arg: str | None = None):
@@ -109,8 +52,7 @@ def get_config(arg: str | None = None):
                      f'{", ".join(VARIANTS)}, optionally with ",small".')
   variant = variants[0] if variants else 'cifar_two_tower'
   config = default.get_config()
-  config.dataset = 'image_folder'
-  config.data_dir = str(_with_subsets(extracted()))
+  config.dataset = 'cifar10'  # Or image_folder, with data_dir (see above).
   config.train_split = 'train'
   config.eval_split = 'test'
   if 'small' in flags:  # For short runs on a CPU: less to scan and evaluate.

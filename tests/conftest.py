@@ -69,7 +69,20 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: -longest[unit(item)])  # Stable: files keep their order.
 
 
-CIFAR10_JPEG = ROOT.parent / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'
+def _beside_the_repository(name: str) -> Path:
+  """ROOT/../NAME; in a `git worktree`, beside the main checkout if not here."""
+  here = ROOT.parent / name
+  git = ROOT / '.git'
+  if here.exists() or not git.is_file():
+    return here
+  gitdir = Path(git.read_text().split('gitdir:', 1)[-1].strip())
+  common = gitdir / 'commondir'
+  if common.is_file():
+    gitdir = (gitdir / common.read_text().strip()).resolve()
+  return gitdir.parent.parent / name
+
+
+CIFAR10_JPEG = _beside_the_repository('shared') / 'data' / 'cifar10-jpeg.tar.gz'
 
 
 def _first_twenty(member, path):

@@ -21,18 +21,25 @@ order (an image folder numbers its classes in sorted order). File names: an
 image folder's own stems; a TFDS dataset's record numbers.
 
 The output is written to DST.partial and renamed to DST at the end, so DST
-is whole or absent; an existing DST is never written over.
+is whole or absent; an existing DST is never written over. Each file is
+written whole under a hidden temporary name, then renamed, so a killed run
+leaves only whole files; the same command then resumes DST.partial, reading
+on from the first record whose file is missing (DST.partial/.downsample.json
+records the settings, and a partial output of other settings is refused).
+The command (downsample.py) holds DST.lock meanwhile, so that a second run
+is refused.
 """
 
+import json
 import os
 from pathlib import Path
-import shutil
 import sys
 import time
 
 import tensorflow as tf
 
 from alexnet_jax.data import pipeline
+from alexnet_jax.data import sources
 from alexnet_jax.data.settings import DataConfig
 from alexnet_jax.errors import UserError
 
@@ -83,25 +90,79 @@ def write_dataset(cfg: DataConfig, out: Path, splits: list[str],
     ds, count, paths = pipeline.square_pixels(cfg, split)
     plans.append((split, ds, output_names(paths, count, f'{out}/{split}')))
   partial = out.with_name(out.name + '.partial')
-  if partial.exists():
-    print(f'Removing {partial}, left by an earlier run that did not finish.',
-          file=sys.stderr)
-    shutil.rmtree(partial)
+  settings = {'dataset': cfg.dataset, 'data_dir': cfg.data_dir,
+              'splits': [split for split, _, _ in plans],
+              'size': cfg.square_size, 'quality': quality,
+              'files': {split: len(names) for split, _, names in plans}}
+  _start_or_resume(partial, settings)
   written = {}
   for split, ds, names in plans:
+    done = _written_prefix(partial / split, names, folders, cfg, split)
+    if done:
+      ds = pipeline.square_pixels(cfg, split, skip=done)[0]
     ds = ds.map(lambda ex: {
         'jpeg': tf.io.encode_jpeg(ex['image'], quality=quality,
                                   chroma_downsampling=False),
         'label': ex['label']}, num_parallel_calls=tf.data.AUTOTUNE)
-    start, index = time.perf_counter(), 0
+    start, index = time.perf_counter(), done
     for batch in ds.batch(256).prefetch(2).as_numpy_iterator():
       for jpeg, label in zip(batch['jpeg'], batch['label']):
-        target = partial / split / folders[label] / names[index]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(jpeg)
+        _write_whole(partial / split / folders[label] / names[index], jpeg)
         index += 1
     written[split] = index
-    print(f'{split}: {index} images, {index / (time.perf_counter() - start):.0f}'
-          ' images/s', file=sys.stderr)
+    print(f'{split}: {index} images ({done} of them by an earlier run), '
+          f'{(index - done) / (time.perf_counter() - start):.0f} images/s',
+          file=sys.stderr)
   os.rename(partial, out)
   return written
+
+
+def _start_or_resume(partial: Path, settings: dict) -> None:
+  """Makes DST.partial, or checks that the one there has these settings."""
+  record = partial / '.downsample.json'
+  if record.is_file():
+    before = json.loads(record.read_text())
+    changed = sorted(k for k in settings if before.get(k) != settings[k])
+    if changed:
+      raise UserError(
+          f'{partial} was left by a downsample with other settings '
+          f'({", ".join(f"{k}: {before.get(k)!r} then, {settings[k]!r} now" for k in changed)}).'
+          ' Run that command again to finish it, or remove the folder to'
+          ' start afresh with these.')
+    print(f'Resuming {partial}, left by an earlier run of this command.',
+          file=sys.stderr)
+    return
+  if partial.exists() and any(p.is_file() for p in partial.rglob('*')):
+    raise UserError(
+        f'{partial} holds files but no record of the settings that wrote them'
+        ' (.downsample.json). Remove it and run again.')
+  partial.mkdir(parents=True, exist_ok=True)
+  _write_whole(record, json.dumps(settings, indent=1).encode())
+
+
+def _written_prefix(split_dir: Path, names, folders, cfg, split) -> int:
+  """How many of the split's records, from the first, have their file."""
+  if not split_dir.is_dir():
+    return 0
+  existing = {(p.parent.name, p.name) for p in split_dir.glob('*/*')}
+  if cfg.dataset == 'image_folder':  # Names are unique per class only.
+    labels = sources.image_folder(cfg).labels[split]
+    keys = [(folders[label], name) for label, name in zip(labels, names)]
+  else:  # Record numbers: unique in the split.
+    found = {name for _, name in existing}
+    keys = [(None, name) for name in names]
+    existing = {(None, name) for name in found}
+  done = 0
+  while done < len(keys) and keys[done] in existing:
+    done += 1
+  return done
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+  """Writes `path` under a hidden temporary name, then renames it: a kill
+  leaves the file whole or absent (and the temporary name, rewritten by the
+  run that resumes)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  scratch = path.with_name(f'.{path.name}.writing')
+  scratch.write_bytes(data)
+  os.replace(scratch, path)

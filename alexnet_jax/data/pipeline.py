@@ -151,12 +151,13 @@ def square_images(cfg: DataConfig):
   return ds.map(lambda ex: ex['image'])
 
 
-def square_pixels(cfg: DataConfig, split: str):
+def square_pixels(cfg: DataConfig, split: str, skip: int = 0):
   """Sec. 2's down-sampling of `split`, in its order (for `downsample`): a
   dataset of {'image': each centre square resized to R x R and rounded to
-  uint8, 'label'}, its size, and the image files' paths in the same order
-  (None for a TFDS dataset, whose records have no file names)."""
-  ds, count = _squares(cfg, split)
+  uint8, 'label'} (from record `skip` on, the first ones never read), the
+  split's size, and the image files' paths in the same order (None for a
+  TFDS dataset, whose records have no file names)."""
+  ds, count = _squares(cfg, split, skip)
   ds = ds.map(lambda ex: {**ex, 'image': preprocess.to_pixels(ex['image'])},
               num_parallel_calls=tf.data.AUTOTUNE)
   paths = (list(sources.image_folder(cfg).paths[split])
@@ -164,13 +165,13 @@ def square_pixels(cfg: DataConfig, split: str):
   return ds, count, paths
 
 
-def _squares(cfg: DataConfig, split: str):
+def _squares(cfg: DataConfig, split: str, skip: int = 0):
   """{'image': each centre square resized to R x R (float32), 'label'} of
-  `split` in its order, and how many."""
+  `split` in its order from record `skip` on, and how many in all."""
   source = sources.source(cfg)
   shard, count = source.shard(split, 0, 1)
   outer = cfg.square_size
-  ds = source.records(shard, shuffle_seed=None, skip=0).map(
+  ds = source.records(shard, shuffle_seed=None, skip=skip).map(
       lambda ex: {'image': preprocess.resize(preprocess.square_window(cfg, ex['image']), outer),
                   'label': ex['label']},
       num_parallel_calls=tf.data.AUTOTUNE)

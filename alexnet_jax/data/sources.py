@@ -21,12 +21,14 @@ import fcntl
 import functools
 import os
 from pathlib import Path
+import re
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from alexnet_jax.data import imagenet
 from alexnet_jax.data import preprocess
 from alexnet_jax.data import shapes10
 from alexnet_jax.data.settings import DataConfig
@@ -207,8 +209,11 @@ def _prepared_tfds_builder(cfg: DataConfig):
       f'{builder.data_dir}), and this program never downloads. On a machine '
       f'with internet access run `tfds build {name} --data_dir=DIR`, copy '
       f'DIR/{builder.name} into {root} (or set config.data_dir to DIR), and '
-      "run again. For a quick run without any download, use "
-      "config.dataset='shapes10'.")
+      'run again. Or, with the images as files, read them as a folder: '
+      '--config.dataset=image_folder --config.data_dir=DIR, DIR holding '
+      f'{split_folder(cfg.train_split)}/<class>/<image> and '
+      f'{split_folder(cfg.eval_split)}/<class>/<image>. For a quick run '
+      "without any data, use config.dataset='shapes10'.")
 
 
 def _tfds_info(cfg: DataConfig, builder):
@@ -255,8 +260,50 @@ def image_folder(cfg: DataConfig) -> 'Folder':
         'which is empty. Set config.data_dir to a folder holding '
         f'{cfg.train_split}/<class>/<image> and '
         f'{cfg.eval_split}/<class>/<image>.')
-  return _scan_folder(str(Path(cfg.data_dir).expanduser().resolve()),
-                      (cfg.train_split, cfg.eval_split), cfg.skip_bad_images)
+  splits = (cfg.train_split, cfg.eval_split)
+  folder = _scan_folder(str(Path(cfg.data_dir).expanduser().resolve()),
+                        tuple(split_folder(s) for s in splits),
+                        cfg.skip_bad_images)
+  paths, labels = dict(folder.paths), dict(folder.labels)
+  for split in splits:
+    if split not in paths:
+      paths[split], labels[split] = _first_of_each_class(folder, split)
+  return dataclasses.replace(folder, paths=paths, labels=labels)
+
+
+# TFDS's slice syntax, for folders too: `train[:10000]`, `test[10%:20%]`.
+_SLICE = re.compile(r'(?P<folder>[^\[\]]+)\[(?P<start>-?\d*%?):(?P<stop>-?\d*%?)\]')
+
+
+def split_folder(split: str) -> str:
+  """The split folder that `split` reads ('train' for 'train[:10000]')."""
+  match = _SLICE.fullmatch(split)
+  return match['folder'] if match else split
+
+
+def _first_of_each_class(folder: Folder, split: str):
+  """A slice of a split folder, taken as TFDS takes a slice of a shuffled
+  split: from the images in an order that visits the classes in turn (the
+  first of each class, then the second, ...), so that `train[:N]` holds about
+  N / classes images of each class, the first ones of each by name."""
+  match = _SLICE.fullmatch(split)
+  whole = match['folder']
+  by_class = {}
+  for path, label in zip(folder.paths[whole], folder.labels[whole]):
+    by_class.setdefault(label, []).append(path)
+  order = sorted((rank, label, path) for label, paths in by_class.items()
+                 for rank, path in enumerate(paths))
+  count = len(order)
+
+  def bound(text, default):
+    if not text:
+      return default
+    return (int(text[:-1]) * count // 100 if text.endswith('%')
+            else int(text))
+
+  chosen = order[bound(match['start'], 0):bound(match['stop'], count)]
+  chosen.sort(key=lambda entry: (entry[1], entry[2]))  # Back to class order.
+  return [path for _, _, path in chosen], [label for _, label, _ in chosen]
 
 
 @functools.lru_cache(maxsize=8)  # Once per process: the check decodes all.
@@ -275,7 +322,7 @@ def _scan_folder(root, splits, skip_bad_images) -> Folder:
           f'{found}). Each split is a folder of class folders; set '
           'config.train_split and config.eval_split to their names.')
   # Labels: the sorted union of class folders over both splits, as
-  # tfds.folder_dataset.ImageFolder does.
+  # tfds.folder_dataset.ImageFolder does (training's: see _check_same_classes).
   class_names = folder_class_names(root_path, splits)
   if not class_names:
     raise UserError(
@@ -283,13 +330,20 @@ def _scan_folder(root, splits, skip_bad_images) -> Folder:
         f'{splits[1]}/. Put each image in a folder named after its class: '
         f'{root}/{splits[0]}/<class>/<image>.')
 
+  # ImageNet's flat val/ and its labels file (imagenet.py): wnid -> files.
+  flat = {split: _flat_split(root_path, split) for split in splits
+          if imagenet.is_flat(root_path / split)}
+  imagenet.check_wnids(root_path, splits[0], class_names)
+  _check_same_classes(root_path, splits, flat)
+
   paths, labels, bad = {}, {}, []
   for split in dict.fromkeys(splits):  # train and eval may be one folder.
     paths[split], labels[split] = [], []
     for label, name in enumerate(class_names):
       class_dir = root_path / split / name
-      files = sorted(str(p) for p in class_dir.glob('*')
-                     if p.is_file() and not p.name.startswith('.'))
+      files = flat[split].get(name, []) if split in flat else sorted(
+          str(p) for p in class_dir.glob('*')
+          if p.is_file() and not p.name.startswith('.'))
       if class_dir.is_dir() and not files:
         bad.append((str(class_dir), 'an empty class folder'))
       paths[split] += files
@@ -323,9 +377,57 @@ def _scan_folder(root, splits, skip_bad_images) -> Folder:
 
 def folder_class_names(root: Path, splits) -> list[str]:
   """The sorted union of the class folders of `splits` (names only)."""
+  splits = [split_folder(split) for split in splits]
   return sorted({p.name for split in splits if (root / split).is_dir()
                  for p in (root / split).iterdir()
                  if p.is_dir() and not p.name.startswith('.')})
+
+
+def _flat_split(root: Path, split: str) -> dict[str, list[str]]:
+  """A flat split folder's files by wnid; UserError for a file unlabelled."""
+  labels = imagenet.flat_labels(root, split)
+  by_class, unlabelled = {}, []
+  for path in sorted((root / split).iterdir()):
+    if path.is_file() and not path.name.startswith('.'):
+      if path.stem in labels:
+        by_class.setdefault(labels[path.stem], []).append(str(path))
+      else:
+        unlabelled.append(path.name)
+  if unlabelled:
+    raise UserError(
+        f'{len(unlabelled)} files in {root / split} have no label in its '
+        f'labels file ({", ".join(unlabelled[:5])}); ImageNet\'s are named '
+        'ILSVRC2012_val_NNNNNNNN.JPEG. Remove the others, or sort the images '
+        f'into {root / split}/<wnid>/.')
+  return by_class
+
+
+def _check_same_classes(root: Path, splits, flat):
+  """Refuses an evaluation class folder that the training split lacks: a
+  class never trained on, evaluated without a word. A training class that
+  the evaluation split lacks is logged (a small or sliced evaluation set can
+  lack a class); the labels, the sorted class folders, are then training's.
+  An empty class folder is left to the bad-entry check, which names it."""
+  train, evaluation = splits
+  names = {split: set(flat[split]) if split in flat else {
+      name for name in folder_class_names(root, (split,))
+      if any(not p.name.startswith('.') for p in (root / split / name).iterdir())}
+           for split in splits}
+  untrained = sorted(names[evaluation] - names[train])
+  if untrained:
+    raise UserError(
+        f'The image folder {root} has {len(untrained)} class folders in '
+        f'{root / evaluation}/ that {root / train}/ lacks '
+        f'({", ".join(untrained[:5])}{", ..." if len(untrained) > 5 else ""}): '
+        'classes the network would be evaluated on and never trained on. '
+        f'Labels are the sorted class folders of {train}/; add those classes '
+        f'to {train}/ (with images), or remove them from {evaluation}/.')
+  unevaluated = sorted(names[train] - names[evaluation])
+  if unevaluated:
+    logging.warning('The image folder %s: %d classes of %s/ have no folder in '
+                    '%s/ (%s); they are trained on and never evaluated.',
+                    root, len(unevaluated), train, evaluation,
+                    ', '.join(unevaluated[:5]))
 
 
 def _undecodable(paths):

@@ -164,7 +164,18 @@ class Lock:
 
 def lock(workdir: Path) -> Lock:
   """Takes WORKDIR/.lock, or raises UserError naming the run that holds it."""
-  path = workdir / LOCK
+  return exclusive(workdir / LOCK, 'the workdir', lambda holder: (
+      f'Another run is using --workdir {workdir}: {holder}. Two runs in one'
+      ' workdir would interleave their metrics and overwrite each other\'s'
+      ' checkpoints, so this one stopped without touching anything. Wait'
+      ' for it to finish (or stop it: it resumes from its checkpoints), or'
+      ' use another --workdir. The lock is released when that process'
+      ' exits, however it exits.'))
+
+
+def exclusive(path: Path, what: str, refusal) -> Lock:
+  """Takes the flock on `path` (the lock of `what`), or raises UserError
+  with `refusal(holder)`, holder naming the process that has it."""
   fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,15 +183,9 @@ def lock(workdir: Path) -> Lock:
     holder = _read_holder(fd)
     os.close(fd)
     if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-      raise UserError(f'Could not lock the workdir ({path}):'
+      raise UserError(f'Could not lock {what} ({path}):'
                       f' {os_error_cause(e)}.') from None
-    raise UserError(
-        f'Another run is using --workdir {workdir}: {holder}. Two runs in one'
-        ' workdir would interleave their metrics and overwrite each other\'s'
-        ' checkpoints, so this one stopped without touching anything. Wait'
-        ' for it to finish (or stop it: it resumes from its checkpoints), or'
-        ' use another --workdir. The lock is released when that process'
-        ' exits, however it exits.') from None
+    raise UserError(refusal(holder)) from None
   holder = {'host': socket.gethostname(), 'pid': os.getpid(),
             'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
   os.ftruncate(fd, 0)

@@ -80,6 +80,7 @@ def predict(workdir: Path, paths: list[str], step: int | None = None
   checkpoint.saved_steps(workdir, step)
   launch.start(settings)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from alexnet_jax.data import imagenet  # pylint: disable=import-outside-toplevel
   from alexnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from alexnet_jax.data import pixel_stats  # pylint: disable=import-outside-toplevel
   pixel_stats.image_stats(settings.data)  # A bad stats file stops here.
@@ -96,6 +97,11 @@ def predict(workdir: Path, paths: list[str], step: int | None = None
   names = pipeline.class_names(settings.data)
   if names is None or len(names) != num_classes:
     names = [f'class {i}' for i in range(num_classes)]
+  words = (imagenet.synset_words(Path(settings.data.data_dir).expanduser(),
+                                 settings.data.train_split)
+           if settings.data.data_dir else None)
+  if words:  # ImageNet's wnids, named where its synset list is at hand.
+    names = [f'{n} ({words[n]})' if words.get(n) else n for n in names]
   probs = {}
   if images:
     weights = checkpoint.restore_params(settings, workdir, step)

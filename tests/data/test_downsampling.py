@@ -1,5 +1,7 @@
 """Sec. 2's down-sampling written once (`python -m alexnet_jax.downsample`)."""
 
+import io
+
 import numpy as np
 from PIL import Image
 import pytest
@@ -118,3 +120,62 @@ def test_a_tfds_dataset_keeps_its_labels(tmp_path):
   assert [p.name for p in files][:2] == ['00000000.jpg', '00000001.jpg']
   np.testing.assert_array_equal([by_name[p.parent.name] for p in files],
                                 labels(config))
+
+
+def _slow_second_batch(root):
+  """train/a: 300 small JPEGs (the first batch of 256 written is all a's);
+  train/b: copies of a large one, slow to decode, so that a run is caught
+  between its first and second batch."""
+  rows, cols = np.mgrid[:3000, :4000]
+  large = io.BytesIO()
+  Image.fromarray(np.stack([rows % 256, cols % 256, (rows + cols) % 256],
+                           -1).astype(np.uint8)).save(large, 'JPEG')
+  for split, small, big in (('train', 300, 4), ('test', 2, 1)):
+    (root / split / 'a').mkdir(parents=True)
+    (root / split / 'b').mkdir(parents=True)
+    for i in range(small):
+      Image.fromarray(_coordinates(20 + i % 7, 24)).save(root / split / 'a' / f'{i:03d}.jpg')
+    for i in range(big):
+      (root / split / 'b' / f'{i:03d}.jpg').write_bytes(large.getvalue())
+
+
+def _files(root):
+  return {str(p.relative_to(root)): p.read_bytes()
+          for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+@pytest.mark.slow(seconds=40)
+def test_kill_9_half_way_then_the_same_command_finishes_as_one_run(tmp_path):
+  import os  # pylint: disable=import-outside-toplevel
+  import signal  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from clirun import finish, start_module  # pylint: disable=import-outside-toplevel
+  from alexnet_jax.run import rundir  # pylint: disable=import-outside-toplevel
+  src, out = tmp_path / 'src', tmp_path / 'out'
+  _slow_second_batch(src)
+  command = ('alexnet_jax.downsample', '--config=configs/default.py:tiny',
+             '--config.dataset=image_folder', f'--config.data_dir={src}',
+             '--config.eval_split=test', f'--out={out}')
+  partial = tmp_path / 'out.partial' / 'train'
+  process = start_module(*command)
+  deadline = time.monotonic() + 240  # A guard against a hang, not a timing.
+  while (len(list(partial.glob('a/*.jpg'))) < 256 and process.poll() is None
+         and time.monotonic() < deadline):
+    time.sleep(0.01)
+  # While it writes, a second run is refused, naming it.
+  with pytest.raises(UserError, match=f'Another downsample is writing {out}.partial: process {process.pid} on host'):
+    rundir.exclusive(tmp_path / 'out.lock', 'x', lambda holder: (
+        f'Another downsample is writing {out}.partial: {holder}'))
+  os.kill(process.pid, signal.SIGKILL)
+  process.wait()
+  assert not out.exists()
+  assert 256 <= len(list(partial.rglob('*.jpg'))) < 304  # Caught half-way.
+
+  code, _, stderr = finish(start_module(*command))
+  assert code == 0, stderr
+  assert 'Resuming' in stderr and 'by an earlier run' in stderr
+  reference = tmp_path / 'reference'
+  downsampling.write_dataset(_data(src), reference, ['train', 'test'])
+  assert _files(out) == _files(reference)  # Every file once, no leftovers.
+  assert len([p for p in _files(out) if p.endswith('.jpg')]) == 307
+  assert not (tmp_path / 'out.lock').exists()

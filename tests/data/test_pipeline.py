@@ -16,6 +16,7 @@ import pytest
 from alexnet_jax.data import pipeline
 from alexnet_jax.data import pixel_stats
 from alexnet_jax.data import preprocess
+from alexnet_jax.data import sources
 from alexnet_jax.errors import UserError
 from alexnet_jax.run.settings import Settings
 from configs import default
@@ -293,6 +294,35 @@ def test_bad_folder_entries(tmp_path, make_bad):
   next(_train(config))
 
 
+def test_image_folder_slices_take_the_first_images_of_each_class(tmp_path):
+  # TFDS's slice syntax on a folder: the classes in turn, first files first.
+  config = _folder_config(_image_folder(tmp_path), train_split='train[:6]',
+                          eval_split='test[34%:]', batch_size=4)
+  folder = sources.image_folder(_data(config))
+  names = [p.rsplit('/', 2)[1] + '/' + p.rsplit('/', 1)[1]
+           for p in folder.paths['train[:6]']]
+  assert names == ['a/0000.png', 'a/0001.jpeg', 'b/0000.png', 'b/0001.jpeg',
+                   'c/0000.png', 'c/0001.jpeg']
+  assert folder.labels['train[:6]'] == [0, 0, 1, 1, 2, 2]
+  assert folder.labels['test[34%:]'] == [0, 0, 1, 1, 2, 2]  # 34% of 9: 3.
+  assert _info(config) == pipeline.DatasetInfo(3, 6, 6)
+  assert len(next(_train(config))['image']) == 4
+
+
+def test_a_class_folder_that_one_split_lacks_is_refused(tmp_path, caplog):
+  # In test/ and not in train/: refused. In train/ and not in test/: logged.
+  root = _image_folder(tmp_path)
+  _write_image(root / 'test' / 'd' / '0000.jpg', (30, 30), 99)
+  with pytest.raises(UserError) as error:
+    _info(_folder_config(root))
+  message = str(error.value)
+  assert (f'1 class folders in {root / "test"}/ that {root / "train"}/ lacks (d)'
+          in message and '\n' not in message)
+  (root / 'test' / 'd').rename(root / 'train' / 'd')
+  assert _info(_folder_config(root)) == pipeline.DatasetInfo(4, 19, 9)
+  assert 'classes of train/ have no folder in test/ (d)' in caplog.text
+
+
 def test_image_folder_without_data_dir():
   config = _folder_config('')
   with pytest.raises(UserError, match='config.data_dir'):
@@ -319,6 +349,28 @@ def test_real_cifar10_jpegs_as_image_folder(cifar10_subset):
   evals = list(_eval(config))
   labels = np.concatenate([b['label'][b['mask'] > 0] for b in evals])
   assert np.bincount(labels).tolist() == [20] * 10
+
+
+def test_cifar10_config_reads_tfds_by_default_and_a_folder_when_told(
+    mock_cifar10, cifar10_subset):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  from configs import cifar10  # pylint: disable=import-outside-toplevel
+  config = cifar10.get_config('cifar_4layer,small')
+  assert (config.dataset, config.data_dir) == ('cifar10', '')
+  assert (config.train_split, config.eval_split) == cifar10.SMALL
+  for split in cifar10.SMALL:  # Slices TFDS reads (the mock has 24 images).
+    tfds.core.ReadInstruction.from_spec(split)
+  config.data_dir = str(mock_cifar10)
+  config.train_split, config.eval_split = 'train[:12]', 'test'
+  assert _info(config) == pipeline.DatasetInfo(10, 12, 24)
+  config.train_split, config.eval_split = cifar10.SMALL
+  # The form sweeps use: --config.dataset=image_folder --config.data_dir=DIR.
+  config.dataset, config.data_dir = 'image_folder', str(cifar10_subset)
+  assert _info(config) == pipeline.DatasetInfo(10, 200, 200)
+  config.train_split = 'train[:50]'  # 5 of each class.
+  labels = sources.image_folder(_data(config)).labels['train[:50]']
+  assert np.bincount(labels).tolist() == [5] * 10
 
 
 # Sec. 4.1's colour shift, Sec. 2's normalisation, the ten-patch test.

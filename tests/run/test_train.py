@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from clirun import read_metrics, run_cli, train_here
+from clirun import ROOT, cli_env, read_metrics, run_cli, train_here
 
 # One xdist worker runs this file's tests, which share costly session-scoped
 # fixtures (tests/conftest.py says why).
@@ -160,6 +160,29 @@ def test_missing_dataset_says_which_and_where(tmp_path):
   message = ' '.join(proc.stderr.split())
   assert "'cifar10'" in message and str(tmp_path / 'empty') in message
   assert 'tfds build cifar10' in message
+
+
+def test_cifar10_on_a_fresh_clone_says_both_ways_to_get_the_data(tmp_path):
+  # A clone with nothing beside it (no ../shared) and no TFDS data: the one
+  # paragraph, at once (TFDS is only asked whether the dataset is prepared).
+  import shutil  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  clone = tmp_path / 'clone' / 'alexnet_jax'
+  for part in ('alexnet_jax', 'configs'):
+    shutil.copytree(ROOT / part, clone / part,
+                    ignore=shutil.ignore_patterns('__pycache__'))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.main',
+       '--config=configs/cifar10.py:cifar_4layer', f'--workdir={tmp_path / "x"}'],
+      cwd=clone, env=cli_env({'TFDS_DATA_DIR': str(tmp_path / 'tfds')}),
+      capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  message = ' '.join(proc.stderr.split('error: ', 1)[1].split())
+  assert 'tfds build cifar10' in message and str(tmp_path / 'tfds') in message
+  assert ('--config.dataset=image_folder --config.data_dir=DIR' in message
+          and 'train/<class>/<image> and test/<class>/<image>' in message)
+  assert not (tmp_path / 'tfds').exists()  # Nothing half-prepared.
 
 
 def test_workdir_that_is_a_file(tmp_path):
