@@ -306,16 +306,42 @@ def test_pytorch_comparison_times_each_kernel_gradient_side_by_side():
   compared = vs_pytorch.compare(
       _tiny_config(), strategies=('towers',), batch_size=8, dtype='float32',
       steps=1, warmup=0, repeats=2, command='test',
-      kernel_grads=('xla', 'patches'))
+      kernel_grads=('xla', 'patches'),
+      # torch.compile's own path (dynamo, AOT autograd) without inductor's
+      # C++ compile, which takes minutes here; the script runs inductor.
+      compile_backend='aot_eager')
   rows = {r['name']: r for r in compared['rows']}
-  assert list(rows) == ['pytorch', 'one_device', 'towers',
+  assert list(rows) == ['pytorch', 'pytorch+compile', 'one_device', 'towers',
                         'one_device+patches', 'towers+patches']
-  assert [rows[n]['conv_kernel_grad'] for n in list(rows)[1:]] == [
+  assert [rows[n]['conv_kernel_grad'] for n in list(rows)[2:]] == [
       'xla', 'xla', 'patches', 'patches']
+  assert 'torch.compile (aot_eager)' in compared['pytorch_setup']
   for name, row in rows.items():
     assert len(row['images_per_sec']) == 2 and min(row['images_per_sec']) > 0
-    assert row['ratio_to_pytorch'] > 0
+    assert row['ratio_to_pytorch'] == pytest.approx(
+        row['median_images_per_sec'] / rows['pytorch']['median_images_per_sec'])
+    assert row['ratio_to_pytorch_compiled'] == pytest.approx(
+        row['median_images_per_sec']
+        / rows['pytorch+compile']['median_images_per_sec'])
     assert (row['compile_seconds'] is None) == (name == 'pytorch')
+  assert 'vs compiled' in vs_pytorch.format_report(compared)
+
+
+def test_torch_compile_failing_is_a_row_that_says_why():
+  torch = _torch_or_skip()
+  from benchmarks import vs_pytorch  # pylint: disable=import-outside-toplevel
+  settings = _tiny_config()
+  from alexnet_jax.core import model  # pylint: disable=import-outside-toplevel
+  flat = model.export_params(model.create(settings.model, 0))
+  images = torch.from_numpy(vs_pytorch.fixed_batch(settings.model, 2).transpose(
+      0, 3, 1, 2).copy())
+  labels = torch.zeros(2, dtype=torch.int64)
+  steps, compile_seconds, failed = vs_pytorch.torch_runs(
+      settings, flat, torch.device('cpu'), 'float32', images, labels, warmup=0,
+      compile_backend='no_such_backend')
+  assert list(steps) == ['pytorch'] and compile_seconds == {}
+  assert list(failed) == ['pytorch+compile']
+  assert 'no_such_backend' in failed['pytorch+compile'], failed
 
 
 def test_each_setting_compiles_its_own_step():
