@@ -30,11 +30,11 @@ _INPUT = flags.DEFINE_string(
     'input', 'synthetic', 'synthetic: one batch kept on the devices; real:'
     ' every step draws from the input pipeline (config.dataset).')
 _PEAK = flags.DEFINE_string(
-    'peak', 'auto', 'Peak rate for MFU: auto (the table for known'
-    ' accelerators, measured on CPU), table, matmul (measured), none.')
+    'peak', 'auto', 'Peak for MFU: auto (table; measured on CPU), table, matmul, none.')
+_ROOFLINE = flags.DEFINE_string(
+    'roofline', 'auto', 'Roofline bound: auto (where the bandwidth is known), on, off.')
 _PEAK_MATMUL_SIZE = flags.DEFINE_integer(
-    'peak_matmul_size', 0, 'Side of the measured matmul (0: 8192 on'
-    ' accelerators, 2048 on CPU).')
+    'peak_matmul_size', 0, 'Side of the measured matmul (0: 8192; 2048 on CPU).')
 _TRACE_DIR = flags.DEFINE_string(
     'trace_dir', '', 'After timing, trace one more step of each placement with'
     ' jax.profiler into DIR/b{batch}-{dtype}-{placement}'
@@ -69,7 +69,7 @@ def main(argv):
       batch_sizes=_csv(_BATCH_SIZES.value, int) or (settings.data.batch_size,),
       dtypes=_csv(_DTYPES.value) or (settings.model.dtype,),
       steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
-      input=_INPUT.value, peak=_PEAK.value,
+      input=_INPUT.value, peak=_PEAK.value, roofline=_ROOFLINE.value,
       peak_matmul_size=_PEAK_MATMUL_SIZE.value, trace_dir=_TRACE_DIR.value)
   timing.benchmark(
       settings, options, num_devices=_NUM_DEVICES.value, json_path=_JSON.value,

@@ -21,6 +21,7 @@ from alexnet_jax.run.settings import Settings
 from alexnet_jax.tools.benchmarking import peaks
 from alexnet_jax.tools.benchmarking import placements
 from alexnet_jax.tools.benchmarking import report
+from alexnet_jax.tools.benchmarking import roofline
 from alexnet_jax.tools.benchmarking import timing
 from clirun import ROOT, cli_env, finish
 
@@ -78,6 +79,9 @@ def reports(tmp_path_factory):
     # The towers strategy needs two devices; JAX is given one.
     (('--strategies=towers',),
      {'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}, ('2', 'found 1')),
+    # Asked for a roofline on a CPU: no bandwidth is known, none is guessed.
+    (('--strategies=', '--roofline=on'), None,
+     ('memory bandwidth', "'cpu'", '--roofline=auto')),
 ])
 def test_bad_settings_exit_2_with_one_paragraph(reports, args, env, words):
   del reports  # Started first, to overlap.
@@ -184,6 +188,55 @@ def test_sweep_batch_sizes_and_dtypes_in_one_table(reports):
   assert [l.split()[4:6] for l in lines] == [
       [str(r['batch_size']), r['dtype']] for r in rows]
   assert 'Peak for MFU: measured: 256x256 float32 matmul' in table
+  # No bandwidth for a CPU: no roofline, and the report says why.
+  assert all(r['roofline'] is None and r['roofline_fraction'] is None for r in rows)
+  assert record['roofline_source'].startswith('no roofline: the memory bandwidth')
+  assert 'Roofline: no roofline' in table
+
+
+def test_roofline_counts_of_conv2_by_hand():
+  """conv2 of the 2012 net, per tower 27x27x48 -> 27x27x128 with a 5x5
+  kernel, two towers, batch 1, bfloat16 (2 bytes)."""
+  from alexnet_jax.core.network import ModelConfig  # pylint: disable=import-outside-toplevel
+  costs = {c['layer']: c for c in roofline.layer_costs(ModelConfig(), 1, 'bfloat16')}
+  macs = 2 * 27 * 27 * 5 * 5 * 48 * 128  # = 223,948,800
+  assert costs['conv2']['flops'] == 3 * 2 * macs == 1_343_692_800
+  w = 2 * (5 * 5 * 48 + 1) * 128  # Kernels and biases: 307,456.
+  x, y = 2 * 27 * 27 * 48, 2 * 27 * 27 * 128  # In and out: 69,984, 186,624.
+  # Forward x, W -> y; backward dy, x, W -> dx, dW.
+  assert costs['conv2']['bytes'] == 2 * (3 * x + 2 * y + 3 * w) == 3_011_136
+  # conv1 computes no input gradient; the update is float32 on every parameter.
+  assert costs['conv1']['bytes'] == 2 * (2 * 2 * 227 * 227 * 3 + 2 * 2 * 55 * 55 * 48
+                                         + 3 * 2 * (11 * 11 * 3 + 1) * 48)
+  assert costs['update']['bytes'] == 20 * 60_965_224
+  # Batch 64: activations scale, kernels do not.
+  big = {c['layer']: c for c in roofline.layer_costs(ModelConfig(), 64, 'bfloat16')}
+  assert big['conv2']['bytes'] == 2 * (64 * (3 * x + 2 * y) + 3 * w)
+  # On an H100 SXM (989 TFLOP/s, 3.35 TB/s) conv2 is compute-bound.
+  b = roofline.bound([costs['conv2']], 989e12, 3.35e12)
+  assert b['layers'][0]['limited_by'] == 'compute'
+  assert b['bound_seconds'] == pytest.approx(1_343_692_800 / 989e12)
+  # The update is memory-bound; two devices halve both.
+  u = roofline.bound([costs['update']], 989e12, 3.35e12, devices=2)
+  assert u['bound_seconds'] == pytest.approx(20 * 60_965_224 / (2 * 3.35e12))
+
+
+@pytest.mark.parametrize('kind, bandwidth', [
+    ('NVIDIA H100 80GB HBM3', 3.35e12), ('NVIDIA H100 PCIe', 2.0e12),
+    ('NVIDIA H200', 4.8e12), ('NVIDIA A100-SXM4-80GB', 2.039e12),
+    ('NVIDIA A100-PCIE-40GB', 1.555e12), ('Tesla V100-SXM2-16GB', 900e9),
+    ('TPU v4', 1.2e12), ('TPU v5 lite', 819e9), ('TPU v6 lite', 1.64e12),
+])
+def test_bandwidth_table(kind, bandwidth):
+  value, source = roofline.table_bandwidth(kind)
+  assert value == bandwidth and ('datasheet' in source or 'TPU documentation' in source)
+
+
+def test_unknown_bandwidth_is_said_never_guessed():
+  assert roofline.bandwidth('cpu', 'auto') is None
+  assert roofline.bandwidth('NVIDIA H200', 'off') is None
+  with pytest.raises(UserError, match="No memory bandwidth is known for device kind 'NVIDIA GeForce GTX 580'"):
+    roofline.bandwidth('NVIDIA GeForce GTX 580', 'on')
 
 
 def test_strategies_on_real_input_against_one_device(reports):
