@@ -18,6 +18,7 @@ import pytest
 from alexnet_jax.core import flops
 from alexnet_jax.errors import UserError
 from alexnet_jax.run.settings import Settings
+from alexnet_jax.tools.benchmarking import links
 from alexnet_jax.tools.benchmarking import peaks
 from alexnet_jax.tools.benchmarking import placements
 from alexnet_jax.tools.benchmarking import report
@@ -36,7 +37,8 @@ SWEEP = ('--config=configs/two_gpu.py:tiny', '--strategies=',
          '--batch_sizes=8,16', '--dtypes=float32,bfloat16', *TIMED)
 # The placements, fed by the real input pipeline (3 compiles).
 STRATEGIES = ('--config=configs/two_gpu.py:tiny', '--strategies=towers,data',
-              '--batch_sizes=8', '--input=real', *TIMED)
+              '--batch_sizes=8', '--input=real', *TIMED,
+              '--links=2xGTX580-PCIe2,2xthis-PCIe4')
 RESULTS = ROOT / 'benchmarks' / 'results'
 
 
@@ -79,6 +81,8 @@ def reports(tmp_path_factory):
     # The towers strategy needs two devices; JAX is given one.
     (('--strategies=towers',),
      {'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}, ('2', 'found 1')),
+    (('--strategies=', '--links=2xGTX480-PCIe1'), None,
+     ('2xGTX480-PCIe1', '2xGTX580-PCIe2')),
     # Asked for a roofline on a CPU: no bandwidth is known, none is guessed.
     (('--strategies=', '--roofline=on'), None,
      ('memory bandwidth', "'cpu'", '--roofline=auto')),
@@ -260,6 +264,43 @@ def test_strategies_on_real_input_against_one_device(reports):
   assert rows['towers']['compiled_flops_per_image'] == pytest.approx(
       base['compiled_flops_per_image'], rel=0.1)
   assert 'real: each step draws its batch' in table
+
+
+def test_link_prediction_of_each_strategy_beside_the_measured_rows(reports):
+  record, table = reports('strategies')
+  pred = record['link_prediction']
+  assert pred['kind'] == 'prediction' and 'assumed efficiency' in pred['assumptions'] + table
+  rows = {(r['pair'], r['strategy']): r for r in pred['rows']}
+  # Every strategy that fits two devices (hybrid splits tiny fc8's 5 units: no).
+  assert set(rows) == {(p, s) for p in ('2xGTX580-PCIe2', '2xthis-PCIe4')
+                       for s in ('towers', 'data', 'fsdp')}
+  base = next(r for r in record['rows'] if r['name'] == 'one_device')
+  for (pair, strategy), r in rows.items():
+    assert r['collectives'] > 0 and r['sent_bytes_per_device'] > 0
+    assert 0.4 < r['share'] < 0.6  # Each device does about half the work.
+    assert r['predicted_seconds_full_overlap'] <= r['predicted_seconds_no_overlap']
+    if pair == '2xthis-PCIe4':
+      assert r['single_device_seconds'] == base['seconds_per_step']
+    else:  # No roofline fraction on CPU: the assumed one, said so.
+      assert '(assumed)' in r['single_device_source']
+  # The towers send less than data parallelism's gradients.
+  assert (rows['2xthis-PCIe4', 'towers']['sent_bytes_per_device']
+          < rows['2xthis-PCIe4', 'data']['sent_bytes_per_device'])
+  assert 'PREDICTED (not measured)' in table and 'Sanity check' in table
+
+
+def test_link_prediction_is_monotone_and_exact_when_nothing_is_sent():
+  slow, fast = links.LINKS['PCIe 2.0 x16'], links.LINKS['NVLink 4']
+  for overlap in (False, True):
+    # Nothing sent, the whole program on one device: the measured time.
+    assert links.step_seconds(0.25, 1.0, 0, 0, slow, overlap) == 0.25
+    times = [links.step_seconds(0.25, 0.5, 1e9, 40, links.Link(
+        'l', bw, 0.8, 10e-6, ''), overlap) for bw in (1e9, 8e9, 64e9, 450e9)]
+    assert times == sorted(times, reverse=True) and times[0] > times[-1]
+    assert (links.step_seconds(0.25, 0.5, 1e8, 40, fast, overlap)
+            <= links.step_seconds(0.25, 0.5, 1e8, 40, slow, overlap))
+  with pytest.raises(UserError, match="Unknown pair.*'2xTPU'"):
+    links.check_pairs(['2xTPU'])
 
 
 def test_profile_summary_reads_each_placements_trace(reports):

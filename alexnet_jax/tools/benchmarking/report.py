@@ -75,6 +75,9 @@ def format_report(report: dict) -> str:
   lines.append(f'Memory: {r["memory_source"]}.')
   if 'roofline_source' in r:
     lines.append(f'Roofline: {r["roofline_source"]}.')
+  if 'link_prediction' in r:
+    from alexnet_jax.tools.benchmarking import links  # pylint: disable=import-outside-toplevel
+    lines += [''] + links.format_prediction(r['link_prediction'], r)
   if r['backend'] == 'cpu':
     lines.append('On CPU the host devices share the same cores: a split adds no'
                  ' compute, so these ratios measure overheads, not what separate'

@@ -28,6 +28,7 @@ from alexnet_jax.core import flops
 from alexnet_jax.core import parallel
 from alexnet_jax.core.network import DTYPES
 from alexnet_jax.errors import UserError
+from alexnet_jax.tools.benchmarking import links
 from alexnet_jax.tools.benchmarking import peaks
 from alexnet_jax.tools.benchmarking import placements
 from alexnet_jax.tools.benchmarking import report
@@ -49,6 +50,7 @@ class Options:
   peak_matmul_size: int = 0  # 0: 8192 on accelerators, 2048 on CPU.
   trace_dir: str = ''  # Where to write a jax.profiler trace of one step each.
   roofline: str = 'auto'  # roofline.ROOFLINE_MODES.
+  links: tuple[str, ...] = ()  # links.PAIRS to predict the split on.
 
 
 def check_options(settings, options: Options, num_devices: int) -> None:
@@ -65,6 +67,7 @@ def check_options(settings, options: Options, num_devices: int) -> None:
                     f' got {options.roofline!r}.')
   if options.roofline == 'on' and options.peak == 'none':
     raise UserError('--roofline=on needs a peak rate; --peak=none gives none.')
+  links.check_pairs(options.links)
   if options.peak not in peaks.PEAK_MODES:
     raise UserError(f'--peak must be one of {", ".join(peaks.PEAK_MODES)}, got'
                     f' {options.peak!r}.')
@@ -146,6 +149,13 @@ def measure(settings, options: Options, *, command: str,
       f'{bandwidth[1]}; peak as for MFU. {roofline.COUNTED}' if bandwidth else
       'off (--roofline=off)' if options.roofline == 'off' else
       roofline.unknown_reason(device.device_kind))
+  if options.links:
+    say('predicting the split on the named links (compiling each strategy'
+        ' for two host devices)...')
+    two, _ = resolve_strategies(settings, dataclasses.replace(
+        options, strategies=(placements.ALL,), links=()), 2)
+    out['link_prediction'] = links.predict(settings, out, options.links,
+                                           two.strategies)
   return out
 
 
@@ -318,7 +328,8 @@ def benchmark(settings, options: Options, *, num_devices: int, command: str,
   """Everything `python -m alexnet_jax.benchmark` does after the flags:
   host devices, the checks, every timed run; writes the report to
   `json_path` (if given), prints its table, returns it."""
-  placements.provide_host_devices(settings, options.strategies, num_devices)
+  placements.provide_host_devices(settings, options.strategies, num_devices,
+                                  cpus=2 if options.links else 1)
   found = jax.device_count()
   if num_devices > found:
     raise UserError(f'--num_devices={num_devices} but JAX found'
