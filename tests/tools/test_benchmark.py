@@ -8,6 +8,7 @@ Flax's tests do): the report's arithmetic does not depend on them.
 """
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -497,7 +498,7 @@ def test_accelerator_script_plans_the_pinned_installs_and_the_full_table(
   assert f'{extra}=={pins["jax"]}' in install and '-r requirements.txt' in install
   assert (f'torch=={torch_pin.split("==")[1].split("+")[0]}' in install) == torch
   tables = [c.split() for c in commands if '-m alexnet_jax.benchmark' in c
-            and '--json=' in c]
+            and '--json=' in c and '/benchmark-' in c]
   for table in tables:
     for flag in ('--config=configs/two_gpu.py', '--batch_sizes=128,256,512'):
       assert flag in table, table
@@ -507,3 +508,18 @@ def test_accelerator_script_plans_the_pinned_installs_and_the_full_table(
   versus = [c.split() for c in commands if '-m benchmarks.vs_pytorch' in c]
   assert [f for v in versus for f in v if f.startswith('--dtype=')] == (
       ['--dtype=bfloat16', '--dtype=float32'] if torch else [])
+  assert all('--notorch_compile' not in v for v in versus)  # Eager and compiled.
+  # The table predicts the split on links; one step traced per dtype, command
+  # buffers off so the trace attributes every kernel.
+  assert all(any(f.startswith('--links=') for f in t) for t in tables)
+  traced = [c for c in commands if '--trace_dir=' in c]
+  assert len(traced) == 2 and all(
+      bool(re.search(r"--xla_gpu_enable_command_buffer=['\s]", c)) == torch
+      for c in traced)
+  # Each lever of benchmarks/levers.txt once, after the default.
+  levers = [l for l in (ROOT / 'benchmarks' / 'levers.txt').read_text().splitlines()
+            if l.strip() and not l.startswith('#')]
+  runs = [c for c in commands if '/lever-' in c]
+  assert len(runs) == len(levers) + 1 and '/lever-default.json' in runs[0]
+  for lever, command in zip(levers, runs[1:]):
+    assert lever.removeprefix('XLA_FLAGS=') in command, (lever, command)
