@@ -68,7 +68,8 @@ def main(argv):
       batch_sizes=_csv(_BATCH_SIZES.value, int) or (settings.data.batch_size,),
       dtypes=_csv(_DTYPES.value) or (settings.model.dtype,),
       steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
-      input=_INPUT.value, peak=_PEAK.value, roofline=_ROOFLINE.value, links=_csv(_LINKS.value),
+      input=_INPUT.value, peak=_PEAK.value, roofline_mode=_ROOFLINE.value,
+      link_pairs=_csv(_LINKS.value),
       peak_matmul_size=_PEAK_MATMUL_SIZE.value, trace_dir=_TRACE_DIR.value)
   timing.benchmark(
       settings, options, num_devices=_NUM_DEVICES.value, json_path=_JSON.value,

@@ -199,8 +199,8 @@ def format_prediction(pred: dict, record: dict) -> list[str]:
       [[r['pair'], r['strategy'], str(r['batch_size']), r['dtype'],
         f'{1e3 * r["single_device_seconds"]:.2f}', f'{r["share"]:.2f}',
         str(r['collectives']), f'{r["sent_bytes_per_device"] / 1e6:.1f}',
-        f'{1e3 * r["predicted_seconds_no_overlap"]:.2f} -'
-        f' {1e3 * r["predicted_seconds_full_overlap"]:.2f}',
+        (f'{1e3 * r["predicted_seconds_no_overlap"]:.2f} -'
+         f' {1e3 * r["predicted_seconds_full_overlap"]:.2f}'),
         '{:.0f} - {:.0f}'.format(*r['predicted_images_per_sec'])]
        for r in pred['rows']], right={2, 4, 5, 6, 7})
   for name, link in pred['pairs'].items():

@@ -20,10 +20,10 @@ def _mfu(x) -> str:
 def _roofline_table(row: dict) -> list[str]:
   """One placement's roofline, layer by layer (roofline.py)."""
   r = row['roofline']
-  lines = [f'Roofline of {row["name"]}, batch {row["batch_size"]}, {row["dtype"]}:'
-           f' {1e3 * r["bound_seconds"]:.3f} ms per step at best, measured'
-           f' {1e3 * row["seconds_per_step"]:.3f} ms ({_mfu(row["roofline_fraction"])}'
-           ' of the bound reached).']
+  lines = [(f'Roofline of {row["name"]}, batch {row["batch_size"]}, {row["dtype"]}:'
+            f' {1e3 * r["bound_seconds"]:.3f} ms per step at best, measured'
+            f' {1e3 * row["seconds_per_step"]:.3f} ms ({_mfu(row["roofline_fraction"])}'
+            ' of the bound reached).')]
   lines += format_table(
       ['layer', 'GFLOP/step', 'MB/step', 'FLOP/byte', 'bound ms', 'limited by'],
       [[l['layer'], f'{l["flops"] / 1e9:.2f}', f'{l["bytes"] / 1e6:.1f}',

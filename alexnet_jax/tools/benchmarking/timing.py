@@ -49,8 +49,8 @@ class Options:
   peak: str = 'auto'
   peak_matmul_size: int = 0  # 0: 8192 on accelerators, 2048 on CPU.
   trace_dir: str = ''  # Where to write a jax.profiler trace of one step each.
-  roofline: str = 'auto'  # roofline.ROOFLINE_MODES.
-  links: tuple[str, ...] = ()  # links.PAIRS to predict the split on.
+  roofline_mode: str = 'auto'  # roofline.ROOFLINE_MODES.
+  link_pairs: tuple[str, ...] = ()  # links.PAIRS to predict the split on.
 
 
 def check_options(settings, options: Options, num_devices: int) -> None:
@@ -62,12 +62,12 @@ def check_options(settings, options: Options, num_devices: int) -> None:
   if options.input not in INPUTS:
     raise UserError(f'--input must be one of {", ".join(INPUTS)}, got'
                     f' {options.input!r}.')
-  if options.roofline not in roofline.ROOFLINE_MODES:
+  if options.roofline_mode not in roofline.ROOFLINE_MODES:
     raise UserError(f'--roofline must be one of {", ".join(roofline.ROOFLINE_MODES)},'
-                    f' got {options.roofline!r}.')
-  if options.roofline == 'on' and options.peak == 'none':
+                    f' got {options.roofline_mode!r}.')
+  if options.roofline_mode == 'on' and options.peak == 'none':
     raise UserError('--roofline=on needs a peak rate; --peak=none gives none.')
-  links.check_pairs(options.links)
+  links.check_pairs(options.link_pairs)
   if options.peak not in peaks.PEAK_MODES:
     raise UserError(f'--peak must be one of {", ".join(peaks.PEAK_MODES)}, got'
                     f' {options.peak!r}.')
@@ -122,7 +122,7 @@ def measure(settings, options: Options, *, command: str,
   device = jax.devices()[0]
   peak_by_dtype = peaks.peaks(device, list(options.dtypes), options.peak,
                               options.peak_matmul_size)
-  bandwidth = roofline.bandwidth(device.device_kind, options.roofline)
+  bandwidth = roofline.bandwidth(device.device_kind, options.roofline_mode)
   load_before = placements.load_average()
   if options.peak in ('auto', 'matmul'):
     size = options.peak_matmul_size or (2048 if device.platform == 'cpu' else 8192)
@@ -147,14 +147,14 @@ def measure(settings, options: Options, *, command: str,
                 skipped=skipped)
   out['roofline_source'] = (
       f'{bandwidth[1]}; peak as for MFU. {roofline.COUNTED}' if bandwidth else
-      'off (--roofline=off)' if options.roofline == 'off' else
+      'off (--roofline=off)' if options.roofline_mode == 'off' else
       roofline.unknown_reason(device.device_kind))
-  if options.links:
+  if options.link_pairs:
     say('predicting the split on the named links (compiling each strategy'
         ' for two host devices)...')
     two, _ = resolve_strategies(settings, dataclasses.replace(
-        options, strategies=(placements.ALL,), links=()), 2)
-    out['link_prediction'] = links.predict(settings, out, options.links,
+        options, strategies=(placements.ALL,), link_pairs=()), 2)
+    out['link_prediction'] = links.predict(settings, out, options.link_pairs,
                                            two.strategies)
   return out
 
@@ -329,7 +329,7 @@ def benchmark(settings, options: Options, *, num_devices: int, command: str,
   host devices, the checks, every timed run; writes the report to
   `json_path` (if given), prints its table, returns it."""
   placements.provide_host_devices(settings, options.strategies, num_devices,
-                                  cpus=2 if options.links else 1)
+                                  cpus=2 if options.link_pairs else 1)
   found = jax.device_count()
   if num_devices > found:
     raise UserError(f'--num_devices={num_devices} but JAX found'
