@@ -2,10 +2,11 @@
 
     python -m alexnet_jax.benchmark --config=configs/two_gpu.py [--strategies=all|towers,...]
         [--batch_sizes=128,256] [--dtypes=float32,bfloat16] [--input=synthetic|real] [--json=FILE]
+        [--roofline=auto|on|off] [--links=2xGTX580-PCIe2,2xthis-NVLink,...]
     python -m alexnet_jax.benchmark --markdown_from=FILE
 
-The one-device baseline and each strategy on its usual mesh over all
-devices, for every batch size x dtype, in one table (tools/benchmarking/).
+The one-device baseline and each strategy on its usual mesh over all devices,
+per batch size x dtype, in one table with roofline fractions (tools/benchmarking/).
 """
 
 import shlex
@@ -18,10 +19,8 @@ from alexnet_jax.run import cli
 
 _CONFIG = cli.define_config_flag()
 _STRATEGIES = flags.DEFINE_string(
-    'strategies', 'all', 'Comma-separated strategies to compare with the'
-    ' one-device baseline, each on its usual mesh over all devices; "all":'
-    ' every one that fits the config (the others are listed with the reason);'
-    ' empty: the baseline only.')
+    'strategies', 'all', 'Strategies beside the one-device baseline, each on its usual'
+    ' mesh over all devices; "all": every one that fits (the others say why); empty: none.')
 _BATCH_SIZES = flags.DEFINE_string('batch_sizes', '', "Global batch sizes (default: the config's).")
 _DTYPES = flags.DEFINE_string('dtypes', '', "float32 and/or bfloat16 (default: the config's).")
 _NUM_DEVICES = flags.DEFINE_integer(
@@ -30,11 +29,11 @@ _INPUT = flags.DEFINE_string(
     'input', 'synthetic', 'synthetic: one batch kept on the devices; real:'
     ' every step draws from the input pipeline (config.dataset).')
 _PEAK = flags.DEFINE_string(
-    'peak', 'auto', 'Peak rate for MFU: auto (the table for known'
-    ' accelerators, measured on CPU), table, matmul (measured), none.')
+    'peak', 'auto', 'Peak for MFU: auto (table; measured on CPU), table, matmul, none.')
+_LINKS = flags.DEFINE_string('links', '', 'Predict the split on these pairs (links.PAIRS).')
+_ROOFLINE = flags.DEFINE_string('roofline', 'auto', 'Roofline: auto (bandwidth known), on, off.')
 _PEAK_MATMUL_SIZE = flags.DEFINE_integer(
-    'peak_matmul_size', 0, 'Side of the measured matmul (0: 8192 on'
-    ' accelerators, 2048 on CPU).')
+    'peak_matmul_size', 0, 'Side of the measured matmul (0: 8192; 2048 on CPU).')
 _TRACE_DIR = flags.DEFINE_string(
     'trace_dir', '', 'After timing, trace one more step of each placement with'
     ' jax.profiler into DIR/b{batch}-{dtype}-{placement}'
@@ -69,7 +68,8 @@ def main(argv):
       batch_sizes=_csv(_BATCH_SIZES.value, int) or (settings.data.batch_size,),
       dtypes=_csv(_DTYPES.value) or (settings.model.dtype,),
       steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
-      input=_INPUT.value, peak=_PEAK.value,
+      input=_INPUT.value, peak=_PEAK.value, roofline_mode=_ROOFLINE.value,
+      link_pairs=_csv(_LINKS.value),
       peak_matmul_size=_PEAK_MATMUL_SIZE.value, trace_dir=_TRACE_DIR.value)
   timing.benchmark(
       settings, options, num_devices=_NUM_DEVICES.value, json_path=_JSON.value,

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: the benchmark table (batch 128, 256, 512 x
-# bfloat16, float32; every strategy that fits when there are several GPUs) and
-# the PyTorch comparison (batch 256, AMP + channels_last, both kernel
-# gradients), JSON and tables in benchmarks/results/gpu-DATE/. One unattended
-# command:
+# On a machine with an NVIDIA GPU, per dtype (bfloat16 first): the benchmark
+# table (batch 128, 256, 512; every strategy that fits when there are several
+# GPUs) with roofline fractions, compile times and the split predicted on real
+# links; the PyTorch comparison (batch 256, AMP + channels_last, eager and
+# torch.compile); one traced step with command buffers off (every kernel
+# attributed). Then each lever of benchmarks/levers.txt on its own against the
+# default. JSON and tables in benchmarks/results/gpu-DATE/, each written as
+# soon as it is done (ARCHIVE=FILE.tar.gz: all of it, after every step). Sized
+# for under 5 minutes on one H200. One unattended command:
 #
 #   bash benchmarks/gpu.sh                 # installs jax[cuda12] and torch into .venv-gpu
 #   bash benchmarks/gpu.sh --preinstalled  # no install: $PYTHON (python3) as it is

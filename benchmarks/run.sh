@@ -13,7 +13,10 @@
 #                   (and PyTorch), e.g. one without network access
 #
 # Environment: PYTHON (default python3), VENV (default .venv-KIND),
-# RESULTS (default benchmarks/results/KIND-UTCDATE).
+# RESULTS (default benchmarks/results/KIND-UTCDATE), LEVERS (default
+# benchmarks/levers.txt: the levers measured one by one), ARCHIVE (a .tar.gz
+# rewritten after every step with the results so far: for a machine that
+# returns few files, or a run that may be cut short).
 #
 # One failing step does not stop the others (their results are still worth
 # having); the script then exits 1 and names the steps that failed.
@@ -34,15 +37,22 @@ PYTHON=${PYTHON:-python3}
 CONFIG=configs/two_gpu.py
 BATCH_SIZES=128,256,512
 DTYPES=(bfloat16 float32)  # bfloat16 first: the figures the bars are about.
-TIMING=(--steps=20 --warmup=3 --repeats=5)
+# Sized to finish in under 5 minutes on one H200 (the machine's window).
+TIMING=(--steps=10 --warmup=2 --repeats=3)
 PEAK=()  # The table's peak on accelerators.
-VS_TIMING=(--steps=20 --warmup=3 --repeats=5)
+VS_TIMING=(--steps=10 --warmup=2 --repeats=3)
 VS_BATCH=256
+LEVER_BATCH=256
+LEVER_TIMING=(--steps=10 --warmup=2 --repeats=3)
+# Predicted split on real links beside the table (tools/benchmarking/links.py).
+LINKS=--links=2xthis-NVLink,2xthis-PCIe5,2xthis-PCIe4,2xH100-NVLink,2xGTX580-PCIe2
+LEVERS=${LEVERS:-benchmarks/levers.txt}
 
 case "$KIND" in
-  gpu) EXTRA="jax[cuda12]==$JAX_VERSION"; TORCH="torch==$TORCH_VERSION" ;;
+  gpu) EXTRA="jax[cuda12]==$JAX_VERSION"; TORCH="torch==$TORCH_VERSION"
+       TRACE_XLA_FLAGS=" --xla_gpu_enable_command_buffer=" ;;
   # PyTorch on TPUs is PyTorch/XLA, another stack: no comparison there.
-  tpu) EXTRA="jax[tpu]==$JAX_VERSION"; TORCH="" ;;
+  tpu) EXTRA="jax[tpu]==$JAX_VERSION"; TORCH=""; TRACE_XLA_FLAGS="" ;;
   *) echo "run.sh: unknown kind '$KIND' (gpu or tpu)" >&2; exit 2 ;;
 esac
 
@@ -56,6 +66,9 @@ case "$MODE" in
     PEAK=(--peak_matmul_size=256)
     VS_TIMING=(--steps=1 --warmup=1 --repeats=2)
     VS_BATCH=8
+    LEVER_BATCH=8
+    LEVER_TIMING=(--steps=1 --warmup=1 --repeats=1)
+    LINKS=--links=2xthis-PCIe4,2xGTX580-PCIe2
     export JAX_PLATFORMS=cpu
     ;;
   *) echo "run.sh: unknown option '$MODE' (--dry-run, --cpu-smoke or --preinstalled)" >&2
@@ -63,11 +76,19 @@ case "$MODE" in
 esac
 
 FAILED=()
+bundle() {  # With ARCHIVE set: the results so far in one archive, after each step.
+  if [[ -n "${ARCHIVE:-}" && "$MODE" != --dry-run ]]; then
+    tar czf "$ARCHIVE.part" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")" \
+      && mv "$ARCHIVE.part" "$ARCHIVE"
+  fi
+}
+
 run() {  # run COMMAND...: a failure is noted, and the next step still runs.
-  echo "+ $*" >&2
+  echo "+ ${XLA_FLAGS:+XLA_FLAGS='$XLA_FLAGS' }$*" >&2
   if [[ "$MODE" != --dry-run ]]; then
     "$@" || { echo "run.sh: FAILED (exit $?): $*" >&2; FAILED+=("$1 ${*:2:3}"); }
   fi
+  bundle
 }
 
 run_to() {  # run_to FILE COMMAND...: stdout to FILE.
@@ -76,6 +97,7 @@ run_to() {  # run_to FILE COMMAND...: stdout to FILE.
   if [[ "$MODE" != --dry-run ]]; then
     "$@" > "$out" || { echo "run.sh: FAILED (exit $?): $*" >&2; FAILED+=("$*"); }
   fi
+  bundle
 }
 
 if [[ "$MODE" == run || "$MODE" == --dry-run ]]; then
@@ -128,9 +150,11 @@ fi
 # Per dtype, bfloat16 first (the figures the bars are about): the table, then
 # the PyTorch comparison, so that a run cut short keeps what it finished.
 for DTYPE in "${DTYPES[@]}"; do
+  # The full table with roofline fractions, compile time of the full step
+  # and the predicted split on real links.
   run "$PY" -m alexnet_jax.benchmark --config="$CONFIG" --strategies="$STRATEGIES" \
     --batch_sizes="$BATCH_SIZES" --dtypes="$DTYPE" "${TIMING[@]}" ${PEAK[@]+"${PEAK[@]}"} \
-    --json="$RESULTS/benchmark-$DTYPE.json"
+    "$LINKS" --json="$RESULTS/benchmark-$DTYPE.json"
   # The same rows as docs/benchmarks.md's tables.
   if [[ "$MODE" == --dry-run || -e "$RESULTS/benchmark-$DTYPE.json" ]]; then
     run_to "$RESULTS/benchmark-$DTYPE.md" "$PY" -m alexnet_jax.benchmark \
@@ -139,20 +163,44 @@ for DTYPE in "${DTYPES[@]}"; do
   if [[ -n "$HAVE_TORCH" ]]; then
     # Both kernel gradients: XLA's (cuDNN's on a GPU) and core/convolution.py's
     # matrix-product one (the faster on CPU; on this device?).
+    # PyTorch eager and torch.compile (inductor), AMP and channels_last.
     run "$PY" -m benchmarks.vs_pytorch --config="$CONFIG" --strategies= \
       --batch_size="$VS_BATCH" --dtype="$DTYPE" "${VS_TIMING[@]}" \
-      --kernel_grads=xla,patches --json="$RESULTS/vs_pytorch-$DTYPE.json"
+      --json="$RESULTS/vs_pytorch-$DTYPE.json"
   fi
+  # Where one step's time goes, per kernel (a jax.profiler trace read by
+  # benchmarks/profile_summary.py; the trace itself is not kept). Command
+  # buffers off: inside one, the trace shows no kernels to attribute.
+  TRACES=/tmp/alexnet_jax-traces-$STAMP
+  XLA_FLAGS="${XLA_FLAGS:-}${TRACE_XLA_FLAGS}" run "$PY" \
+    -m alexnet_jax.benchmark --config="$CONFIG" --strategies= \
+    --batch_sizes="$VS_BATCH" --dtypes="$DTYPE" --steps=2 --warmup=1 --repeats=1 \
+    ${PEAK[@]+"${PEAK[@]}"} --trace_dir="$TRACES"
+  run_to "$RESULTS/profile-$DTYPE-$VS_BATCH.txt" "$PY" -m benchmarks.profile_summary \
+    "$TRACES/b$VS_BATCH-$DTYPE-one_device"
+  [[ "$MODE" == --dry-run ]] || rm -rf "$TRACES"
 done
-# Where one bfloat16 step's time goes, per kernel (a jax.profiler trace read
-# by benchmarks/profile_summary.py; the trace itself is not kept).
-TRACES=/tmp/alexnet_jax-traces-$STAMP
+# Each lever of $LEVERS on its own against the default (bfloat16, one device).
 run "$PY" -m alexnet_jax.benchmark --config="$CONFIG" --strategies= \
-  --batch_sizes="$VS_BATCH" --dtypes=bfloat16 --steps=2 --warmup=1 --repeats=1 \
-  ${PEAK[@]+"${PEAK[@]}"} --trace_dir="$TRACES"
-run_to "$RESULTS/profile-bfloat16-$VS_BATCH.txt" "$PY" -m benchmarks.profile_summary \
-  "$TRACES/b$VS_BATCH-bfloat16-one_device"
-[[ "$MODE" == --dry-run ]] || rm -rf "$TRACES"
+  --batch_sizes="$LEVER_BATCH" --dtypes=bfloat16 "${LEVER_TIMING[@]}" \
+  ${PEAK[@]+"${PEAK[@]}"} --json="$RESULTS/lever-default.json"
+N=0
+while IFS= read -r LEVER || [[ -n "$LEVER" ]]; do
+  [[ -z "${LEVER// }" || "$LEVER" == \#* ]] && continue
+  N=$((N + 1))
+  OUT_JSON="$RESULTS/lever-$N.json"
+  [[ "$MODE" == --dry-run ]] || echo "lever $N: $LEVER" >> "$RESULTS/levers.txt"
+  if [[ "$LEVER" == XLA_FLAGS=* ]]; then
+    XLA_FLAGS="${XLA_FLAGS:-} ${LEVER#XLA_FLAGS=}" run "$PY" -m alexnet_jax.benchmark \
+      --config="$CONFIG" --strategies= --batch_sizes="$LEVER_BATCH" --dtypes=bfloat16 \
+      "${LEVER_TIMING[@]}" ${PEAK[@]+"${PEAK[@]}"} --json="$OUT_JSON"
+  else
+    # shellcheck disable=SC2086  # One line, several flags.
+    run "$PY" -m alexnet_jax.benchmark --config="$CONFIG" --strategies= \
+      --batch_sizes="$LEVER_BATCH" --dtypes=bfloat16 "${LEVER_TIMING[@]}" \
+      ${PEAK[@]+"${PEAK[@]}"} $LEVER --json="$OUT_JSON"
+  fi
+done < "$LEVERS"
 
 echo "run.sh: results in $RESULTS" >&2
 if [[ ${#FAILED[@]} -gt 0 ]]; then

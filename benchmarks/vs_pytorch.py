@@ -4,7 +4,7 @@
     python -m benchmarks.vs_pytorch --config=configs/two_gpu.py \
         [--batch_size=32] [--dtype=float32] [--strategies=towers] \
         [--steps=3] [--warmup=1] [--repeats=5] [--json=FILE] \
-        [--kernel_grads=xla,patches]
+        [--kernel_grads=xla,patches] [--notorch_compile]
 
 1. Builds the network of `config.model.variant` in PyTorch from the same
    layer table (core/network.py NETWORKS): one `nn.Conv2d` per layer, `groups=2` where
@@ -18,13 +18,17 @@
    function.
 3. Times both train steps (forward, backward, SGD with momentum 0.9 and
    weight decay on kernels) in this one process, on the same device, batch
-   and dtype: PyTorch, then each JAX placement, repeated and alternating, so
-   a noisy machine slows all of them alike. On a GPU PyTorch runs with AMP
-   (autocast to the dtype) and channels_last; on CPU bfloat16 is autocast too.
+   and dtype: PyTorch eager, PyTorch under `torch.compile` (inductor;
+   `--notorch_compile` leaves it out), then each JAX placement, repeated and
+   alternating, so a noisy machine slows all of them alike. On a GPU PyTorch
+   runs with AMP (autocast to the dtype) and channels_last; on CPU bfloat16
+   is autocast too. If torch.compile fails on the machine, its row says so
+   and why, and the rest is timed.
    JAX placements are alexnet_jax.benchmark's (tools/benchmarking): `one_device` and each of
    `--strategies` on its usual mesh.
 
-Prints images/s per side (median over repeats) and the ratio to PyTorch.
+Prints images/s per run (median over repeats) and the ratios to PyTorch
+eager and compiled.
 PyTorch is not a dependency of the project: `benchmarks/requirements.txt`
 pins the build this was tested with.
 """
@@ -57,6 +61,8 @@ from alexnet_jax.tools.tables import format_table
 # (paper vs PyTorch's alpha / n) changes the logits far beyond the tolerance.
 CHECK_IMAGE_SCALE = 30.0
 CHECK_RTOL = 1e-3  # Of the largest logit: float32, different summation orders.
+EAGER, COMPILED = 'pytorch', 'pytorch+compile'
+TORCH_RUNS = (EAGER, COMPILED)
 
 
 def _torch():
@@ -254,9 +260,53 @@ def jax_runs(settings, strategies, batch_size, dtype, kernel_grads=()):
   return runs
 
 
+def torch_runs(settings, flat, device, dtype, images, labels, *, warmup: int,
+               compile_backend: str | None, say=lambda message: None):
+  """PyTorch's train steps, warmed up: eager, and under torch.compile unless
+  `compile_backend` is None. Each has its own copy of the weights `flat` and
+  its own optimizer. Returns ({name: step}, {name: compile seconds},
+  {name: why it failed}): torch.compile failing is a row, not an error.
+  """
+  torch = _torch()
+  cfg = dataclasses.replace(settings.model, dtype='float32')
+  layout = torch.channels_last if device.type == 'cuda' else torch.contiguous_format
+  torch_steps, compile_seconds, failed = {}, {}, {}
+  for name in TORCH_RUNS if compile_backend else TORCH_RUNS[:1]:
+    # Each its own copy of the weights and its own optimizer.
+    net = torch_network(cfg, flat).train().to(device, memory_format=layout)
+    try:
+      if name == COMPILED:
+        say(f'PyTorch: torch.compile ({compile_backend}), compiling...')
+        net = torch.compile(net, backend=compile_backend)
+      step = torch_train_step(net, settings, device, dtype)
+      started = time.perf_counter()
+      # At least one step: torch.compile compiles on the first call.
+      run_torch(step, images, labels, max(warmup, 1 if name == COMPILED else 0),
+                device)
+      if name == COMPILED:
+        compile_seconds[name] = time.perf_counter() - started
+      torch_steps[name] = step
+    except Exception as e:  # pylint: disable=broad-except
+      if name != COMPILED:
+        raise
+      # The comparison goes on without it; its row says why.
+      failed[name] = f'{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}'
+      say(f'PyTorch: torch.compile failed ({failed[name]}); timing the rest.')
+
+  return torch_steps, compile_seconds, failed
+
+
 def compare(settings, *, strategies, batch_size, dtype, steps, warmup, repeats,
-            command, kernel_grads=(), say=lambda message: None) -> dict:
+            command, kernel_grads=(), compile_backend='inductor',
+            say=lambda message: None) -> dict:
   """Agreement check, then alternating timings; returns the report.
+
+  PyTorch runs eager and, unless `compile_backend` is None, under
+  `torch.compile(backend=compile_backend)` (inductor, the default; the tests
+  use a quicker one): each from the same weights, alternating with the JAX
+  runs. If
+  torch.compile fails here, its row says why (`failed`) and the rest is
+  timed all the same.
 
   `kernel_grads`: the `conv_kernel_grad` settings to time, each JAX placement
   once per setting (named `placement+setting` unless it is the config's own);
@@ -293,40 +343,49 @@ def compare(settings, *, strategies, batch_size, dtype, steps, warmup, repeats,
 
   cfg = dataclasses.replace(settings.model, dtype='float32')
   # The very weights the JAX runs start from, not a second initialisation.
-  start = nnx.merge(model.graphdef(cfg), host_state.params)
-  net = torch_network(cfg, model.export_params(start)).train()
+  flat = model.export_params(nnx.merge(model.graphdef(cfg), host_state.params))
   layout = torch.channels_last if device.type == 'cuda' else torch.contiguous_format
-  net = net.to(device, memory_format=layout)
   images = torch.from_numpy(host['image'].transpose(0, 3, 1, 2).copy()).to(
       device, memory_format=layout)
   labels = torch.from_numpy(host['label'].astype(np.int64)).to(device)
-  torch_step = torch_train_step(net, settings, device, dtype)
-  run_torch(torch_step, images, labels, warmup, device)
-
-  seconds = {'pytorch': []} | {p.name: [] for p in runs}
+  torch_steps, compile_seconds, failed = torch_runs(
+      settings, flat, device, dtype, images, labels, warmup=warmup,
+      compile_backend=compile_backend, say=say)
+  seconds = {name: [] for name in torch_steps} | {p.name: [] for p in runs}
   for r in range(repeats):
-    seconds['pytorch'].append(run_torch(torch_step, images, labels, steps, device))
+    for name, step in torch_steps.items():
+      seconds[name].append(run_torch(step, images, labels, steps, device))
     for p in runs:  # Alternating: a noisy stretch hits both frameworks.
       seconds[p.name].append(placements.run_steps(p, steps))
     say(f'repeat {r + 1}/{repeats}: ' + ', '.join(
         f'{name} {steps * batch_size / s[-1]:.1f} images/s'
         for name, s in seconds.items()))
   rates = {k: [steps * batch_size / s for s in v] for k, v in seconds.items()}
-  torch_median = statistics.median(rates['pytorch'])
+  torch_median = statistics.median(rates[EAGER])
+  compiled_median = (statistics.median(rates[COMPILED]) if COMPILED in rates
+                     else None)
   rows = []
   for name, r in rates.items():
     run = next((p for p in runs if p.name == name), None)
+    median = statistics.median(r)
     rows.append({
         'name': name,
-        'framework': 'pytorch' if name == 'pytorch' else 'jax',
+        'framework': 'pytorch' if run is None else 'jax',
         'devices': 1 if run is None else run.mesh.devices.size,
         'conv_kernel_grad': None if run is None else run.settings.model.conv_kernel_grad,
-        'compile_seconds': None if run is None else run.compile_seconds,
+        # PyTorch's: the warm-up, whose first compiled call compiles.
+        'compile_seconds': (compile_seconds.get(name) if run is None
+                            else run.compile_seconds),
         'images_per_sec': r,
-        'median_images_per_sec': statistics.median(r),
-        'ratio_to_pytorch': statistics.median(r) / torch_median,
-        'paired_ratios': [a / b for a, b in zip(r, rates['pytorch'])],
+        'median_images_per_sec': median,
+        'ratio_to_pytorch': median / torch_median,
+        'ratio_to_pytorch_compiled': (median / compiled_median
+                                      if compiled_median else None),
+        'paired_ratios': [a / b for a, b in zip(r, rates[EAGER])],
     })
+  for name, reason in failed.items():
+    rows.append({'name': name, 'framework': 'pytorch', 'devices': 1,
+                 'failed': reason})
   return {
       'command': command,
       'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
@@ -341,9 +400,12 @@ def compare(settings, *, strategies, batch_size, dtype, steps, warmup, repeats,
       'width': settings.model.width,
       'batch_size': batch_size,
       'dtype': dtype,
-      'pytorch_setup': ('eager, AMP autocast to bfloat16' if dtype == 'bfloat16'
-                        else 'eager, float32') + (
-                            ', channels_last' if device.type == 'cuda' else ''),
+      'pytorch_setup': ('AMP autocast to bfloat16' if dtype == 'bfloat16'
+                        else 'float32') + (
+                            ', channels_last' if device.type == 'cuda' else '')
+                       + (f'; eager, and torch.compile ({compile_backend}) of'
+                          ' the network (forward and backward; the optimizer'
+                          ' step eager)' if compile_backend else '; eager'),
       'steps': steps, 'warmup': warmup, 'repeats': repeats,
       'agreement': check,
       'rows': rows,
@@ -366,16 +428,22 @@ def format_report(r: dict) -> str:
       f'{r["repeats"]} repeat(s) of {r["steps"]} step(s) after {r["warmup"]}'
       ' warm-up step(s), alternating; medians over repeats.',
       '']
+  timed = [p for p in r['rows'] if 'failed' not in p]
+  ratio = lambda x: '' if x is None else f'{x:.2f}'
   rows = [[p['name'], p['framework'], str(p['devices']),
            '' if p.get('compile_seconds') is None else f'{p["compile_seconds"]:.1f}',
            f'{p["median_images_per_sec"]:.1f}',
            ' '.join(f'{x:.1f}' for x in p['images_per_sec']),
-           f'{p["ratio_to_pytorch"]:.2f}',
+           ratio(p['ratio_to_pytorch']), ratio(p.get('ratio_to_pytorch_compiled')),
            ' '.join(f'{x:.2f}' for x in p['paired_ratios'])]
-          for p in r['rows']]
+          for p in timed]
   lines += format_table(
       ['run', 'framework', 'devices', 'compile s', 'images/s', 'per repeat',
-       'vs PyTorch', 'per-repeat ratios'], rows, right={2, 3, 4, 6})
+       'vs eager', 'vs compiled', 'per-repeat ratios vs eager'], rows,
+      right={2, 3, 4, 6, 7})
+  for p in r['rows']:
+    if 'failed' in p:
+      lines.append(f'{p["name"]}: not timed, it failed here: {p["failed"]}')
   return '\n'.join(lines)
 
 
@@ -404,7 +472,7 @@ def main(argv):
       settings, strategies=strategies, batch_size=batch_size, dtype=dtype,
       steps=_STEPS.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
       command=shlex.join(['python', '-m', 'benchmarks.vs_pytorch', *sys.argv[1:]]),
-      kernel_grads=kernel_grads, say=say)
+      kernel_grads=kernel_grads, compile_backend='inductor' if _TORCH_COMPILE.value else None, say=say)
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(report, f, indent=1)
@@ -423,6 +491,8 @@ if __name__ == '__main__':
   _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compiling.')
   _REPEATS = flags.DEFINE_integer('repeats', 5, 'Alternating repeats; medians reported.')
   _JSON = flags.DEFINE_string('json', '', 'Also write the report to this file.')
+  _TORCH_COMPILE = flags.DEFINE_bool(
+      'torch_compile', True, 'Also time PyTorch under torch.compile (inductor).')
   _KERNEL_GRADS = flags.DEFINE_string(
       'kernel_grads', '', 'conv_kernel_grad settings to time side by side,'
       ' comma-separated (e.g. xla,patches); empty: the config\'s alone.')

@@ -24,11 +24,17 @@ def forward_macs(cfg: ModelConfig) -> dict[str, int]:
   return macs
 
 
-def train_flops_per_image(cfg: ModelConfig) -> int:
-  """The useful FLOPs of one image's train step, what MFU counts: per layer
-  2 x its multiply-adds forward, as many for the kernel gradient and as many
-  for the input gradient, except conv1's (the images need none). LRN,
-  pooling, ReLU, the loss and the update are left out (well under 1%)."""
-  macs = forward_macs(cfg)
+def train_flops_per_layer(cfg: ModelConfig) -> dict[str, int]:
+  """The useful FLOPs of one image's train step per layer: 2 x its
+  multiply-adds forward, as many for the kernel gradient and as many for the
+  input gradient, except conv1's (the images need none)."""
   first = cfg.network.layers[0].name
-  return sum(2 * m * (2 if name == first else 3) for name, m in macs.items())
+  return {name: 2 * m * (2 if name == first else 3)
+          for name, m in forward_macs(cfg).items()}
+
+
+def train_flops_per_image(cfg: ModelConfig) -> int:
+  """The useful FLOPs of one image's train step, what MFU counts: the sum of
+  `train_flops_per_layer`. LRN, pooling, ReLU, the loss and the update are
+  left out (well under 1%)."""
+  return sum(train_flops_per_layer(cfg).values())

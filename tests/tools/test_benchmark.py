@@ -8,6 +8,7 @@ Flax's tests do): the report's arithmetic does not depend on them.
 """
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -18,9 +19,11 @@ import pytest
 from alexnet_jax.core import flops
 from alexnet_jax.errors import UserError
 from alexnet_jax.run.settings import Settings
+from alexnet_jax.tools.benchmarking import links
 from alexnet_jax.tools.benchmarking import peaks
 from alexnet_jax.tools.benchmarking import placements
 from alexnet_jax.tools.benchmarking import report
+from alexnet_jax.tools.benchmarking import roofline
 from alexnet_jax.tools.benchmarking import timing
 from clirun import ROOT, cli_env, finish
 
@@ -35,7 +38,8 @@ SWEEP = ('--config=configs/two_gpu.py:tiny', '--strategies=',
          '--batch_sizes=8,16', '--dtypes=float32,bfloat16', *TIMED)
 # The placements, fed by the real input pipeline (3 compiles).
 STRATEGIES = ('--config=configs/two_gpu.py:tiny', '--strategies=towers,data',
-              '--batch_sizes=8', '--input=real', *TIMED)
+              '--batch_sizes=8', '--input=real', *TIMED,
+              '--links=2xGTX580-PCIe2,2xthis-PCIe4')
 RESULTS = ROOT / 'benchmarks' / 'results'
 
 
@@ -78,6 +82,11 @@ def reports(tmp_path_factory):
     # The towers strategy needs two devices; JAX is given one.
     (('--strategies=towers',),
      {'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}, ('2', 'found 1')),
+    (('--strategies=', '--links=2xGTX480-PCIe1'), None,
+     ('2xGTX480-PCIe1', '2xGTX580-PCIe2')),
+    # Asked for a roofline on a CPU: no bandwidth is known, none is guessed.
+    (('--strategies=', '--roofline=on'), None,
+     ('memory bandwidth', "'cpu'", '--roofline=auto')),
 ])
 def test_bad_settings_exit_2_with_one_paragraph(reports, args, env, words):
   del reports  # Started first, to overlap.
@@ -184,6 +193,55 @@ def test_sweep_batch_sizes_and_dtypes_in_one_table(reports):
   assert [l.split()[4:6] for l in lines] == [
       [str(r['batch_size']), r['dtype']] for r in rows]
   assert 'Peak for MFU: measured: 256x256 float32 matmul' in table
+  # No bandwidth for a CPU: no roofline, and the report says why.
+  assert all(r['roofline'] is None and r['roofline_fraction'] is None for r in rows)
+  assert record['roofline_source'].startswith('no roofline: the memory bandwidth')
+  assert 'Roofline: no roofline' in table
+
+
+def test_roofline_counts_of_conv2_by_hand():
+  """conv2 of the 2012 net, per tower 27x27x48 -> 27x27x128 with a 5x5
+  kernel, two towers, batch 1, bfloat16 (2 bytes)."""
+  from alexnet_jax.core.network import ModelConfig  # pylint: disable=import-outside-toplevel
+  costs = {c['layer']: c for c in roofline.layer_costs(ModelConfig(), 1, 'bfloat16')}
+  macs = 2 * 27 * 27 * 5 * 5 * 48 * 128  # = 223,948,800
+  assert costs['conv2']['flops'] == 3 * 2 * macs == 1_343_692_800
+  w = 2 * (5 * 5 * 48 + 1) * 128  # Kernels and biases: 307,456.
+  x, y = 2 * 27 * 27 * 48, 2 * 27 * 27 * 128  # In and out: 69,984, 186,624.
+  # Forward x, W -> y; backward dy, x, W -> dx, dW.
+  assert costs['conv2']['bytes'] == 2 * (3 * x + 2 * y + 3 * w) == 3_011_136
+  # conv1 computes no input gradient; the update is float32 on every parameter.
+  assert costs['conv1']['bytes'] == 2 * (2 * 2 * 227 * 227 * 3 + 2 * 2 * 55 * 55 * 48
+                                         + 3 * 2 * (11 * 11 * 3 + 1) * 48)
+  assert costs['update']['bytes'] == 20 * 60_965_224
+  # Batch 64: activations scale, kernels do not.
+  big = {c['layer']: c for c in roofline.layer_costs(ModelConfig(), 64, 'bfloat16')}
+  assert big['conv2']['bytes'] == 2 * (64 * (3 * x + 2 * y) + 3 * w)
+  # On an H100 SXM (989 TFLOP/s, 3.35 TB/s) conv2 is compute-bound.
+  b = roofline.bound([costs['conv2']], 989e12, 3.35e12)
+  assert b['layers'][0]['limited_by'] == 'compute'
+  assert b['bound_seconds'] == pytest.approx(1_343_692_800 / 989e12)
+  # The update is memory-bound; two devices halve both.
+  u = roofline.bound([costs['update']], 989e12, 3.35e12, devices=2)
+  assert u['bound_seconds'] == pytest.approx(20 * 60_965_224 / (2 * 3.35e12))
+
+
+@pytest.mark.parametrize('kind, bandwidth', [
+    ('NVIDIA H100 80GB HBM3', 3.35e12), ('NVIDIA H100 PCIe', 2.0e12),
+    ('NVIDIA H200', 4.8e12), ('NVIDIA A100-SXM4-80GB', 2.039e12),
+    ('NVIDIA A100-PCIE-40GB', 1.555e12), ('Tesla V100-SXM2-16GB', 900e9),
+    ('TPU v4', 1.2e12), ('TPU v5 lite', 819e9), ('TPU v6 lite', 1.64e12),
+])
+def test_bandwidth_table(kind, bandwidth):
+  value, source = roofline.table_bandwidth(kind)
+  assert value == bandwidth and ('datasheet' in source or 'TPU documentation' in source)
+
+
+def test_unknown_bandwidth_is_said_never_guessed():
+  assert roofline.bandwidth('cpu', 'auto') is None
+  assert roofline.bandwidth('NVIDIA H200', 'off') is None
+  with pytest.raises(UserError, match="No memory bandwidth is known for device kind 'NVIDIA GeForce GTX 580'"):
+    roofline.bandwidth('NVIDIA GeForce GTX 580', 'on')
 
 
 def test_strategies_on_real_input_against_one_device(reports):
@@ -207,6 +265,43 @@ def test_strategies_on_real_input_against_one_device(reports):
   assert rows['towers']['compiled_flops_per_image'] == pytest.approx(
       base['compiled_flops_per_image'], rel=0.1)
   assert 'real: each step draws its batch' in table
+
+
+def test_link_prediction_of_each_strategy_beside_the_measured_rows(reports):
+  record, table = reports('strategies')
+  pred = record['link_prediction']
+  assert pred['kind'] == 'prediction' and 'assumed efficiency' in pred['assumptions'] + table
+  rows = {(r['pair'], r['strategy']): r for r in pred['rows']}
+  # Every strategy that fits two devices (hybrid splits tiny fc8's 5 units: no).
+  assert set(rows) == {(p, s) for p in ('2xGTX580-PCIe2', '2xthis-PCIe4')
+                       for s in ('towers', 'data', 'fsdp')}
+  base = next(r for r in record['rows'] if r['name'] == 'one_device')
+  for (pair, strategy), r in rows.items():
+    assert r['collectives'] > 0 and r['sent_bytes_per_device'] > 0
+    assert 0.4 < r['share'] < 0.6  # Each device does about half the work.
+    assert r['predicted_seconds_full_overlap'] <= r['predicted_seconds_no_overlap']
+    if pair == '2xthis-PCIe4':
+      assert r['single_device_seconds'] == base['seconds_per_step']
+    else:  # No roofline fraction on CPU: the assumed one, said so.
+      assert '(assumed)' in r['single_device_source']
+  # The towers send less than data parallelism's gradients.
+  assert (rows['2xthis-PCIe4', 'towers']['sent_bytes_per_device']
+          < rows['2xthis-PCIe4', 'data']['sent_bytes_per_device'])
+  assert 'PREDICTED (not measured)' in table and 'Sanity check' in table
+
+
+def test_link_prediction_is_monotone_and_exact_when_nothing_is_sent():
+  slow, fast = links.LINKS['PCIe 2.0 x16'], links.LINKS['NVLink 4']
+  for overlap in (False, True):
+    # Nothing sent, the whole program on one device: the measured time.
+    assert links.step_seconds(0.25, 1.0, 0, 0, slow, overlap) == 0.25
+    times = [links.step_seconds(0.25, 0.5, 1e9, 40, links.Link(
+        'l', bw, 0.8, 10e-6, ''), overlap) for bw in (1e9, 8e9, 64e9, 450e9)]
+    assert times == sorted(times, reverse=True) and times[0] > times[-1]
+    assert (links.step_seconds(0.25, 0.5, 1e8, 40, fast, overlap)
+            <= links.step_seconds(0.25, 0.5, 1e8, 40, slow, overlap))
+  with pytest.raises(UserError, match="Unknown pair.*'2xTPU'"):
+    links.check_pairs(['2xTPU'])
 
 
 def test_profile_summary_reads_each_placements_trace(reports):
@@ -306,16 +401,42 @@ def test_pytorch_comparison_times_each_kernel_gradient_side_by_side():
   compared = vs_pytorch.compare(
       _tiny_config(), strategies=('towers',), batch_size=8, dtype='float32',
       steps=1, warmup=0, repeats=2, command='test',
-      kernel_grads=('xla', 'patches'))
+      kernel_grads=('xla', 'patches'),
+      # torch.compile's own path (dynamo, AOT autograd) without inductor's
+      # C++ compile, which takes minutes here; the script runs inductor.
+      compile_backend='aot_eager')
   rows = {r['name']: r for r in compared['rows']}
-  assert list(rows) == ['pytorch', 'one_device', 'towers',
+  assert list(rows) == ['pytorch', 'pytorch+compile', 'one_device', 'towers',
                         'one_device+patches', 'towers+patches']
-  assert [rows[n]['conv_kernel_grad'] for n in list(rows)[1:]] == [
+  assert [rows[n]['conv_kernel_grad'] for n in list(rows)[2:]] == [
       'xla', 'xla', 'patches', 'patches']
+  assert 'torch.compile (aot_eager)' in compared['pytorch_setup']
   for name, row in rows.items():
     assert len(row['images_per_sec']) == 2 and min(row['images_per_sec']) > 0
-    assert row['ratio_to_pytorch'] > 0
+    assert row['ratio_to_pytorch'] == pytest.approx(
+        row['median_images_per_sec'] / rows['pytorch']['median_images_per_sec'])
+    assert row['ratio_to_pytorch_compiled'] == pytest.approx(
+        row['median_images_per_sec']
+        / rows['pytorch+compile']['median_images_per_sec'])
     assert (row['compile_seconds'] is None) == (name == 'pytorch')
+  assert 'vs compiled' in vs_pytorch.format_report(compared)
+
+
+def test_torch_compile_failing_is_a_row_that_says_why():
+  torch = _torch_or_skip()
+  from benchmarks import vs_pytorch  # pylint: disable=import-outside-toplevel
+  settings = _tiny_config()
+  from alexnet_jax.core import model  # pylint: disable=import-outside-toplevel
+  flat = model.export_params(model.create(settings.model, 0))
+  images = torch.from_numpy(vs_pytorch.fixed_batch(settings.model, 2).transpose(
+      0, 3, 1, 2).copy())
+  labels = torch.zeros(2, dtype=torch.int64)
+  steps, compile_seconds, failed = vs_pytorch.torch_runs(
+      settings, flat, torch.device('cpu'), 'float32', images, labels, warmup=0,
+      compile_backend='no_such_backend')
+  assert list(steps) == ['pytorch'] and compile_seconds == {}
+  assert list(failed) == ['pytorch+compile']
+  assert 'no_such_backend' in failed['pytorch+compile'], failed
 
 
 def test_each_setting_compiles_its_own_step():
@@ -377,7 +498,7 @@ def test_accelerator_script_plans_the_pinned_installs_and_the_full_table(
   assert f'{extra}=={pins["jax"]}' in install and '-r requirements.txt' in install
   assert (f'torch=={torch_pin.split("==")[1].split("+")[0]}' in install) == torch
   tables = [c.split() for c in commands if '-m alexnet_jax.benchmark' in c
-            and '--json=' in c]
+            and '--json=' in c and '/benchmark-' in c]
   for table in tables:
     for flag in ('--config=configs/two_gpu.py', '--batch_sizes=128,256,512'):
       assert flag in table, table
@@ -387,3 +508,18 @@ def test_accelerator_script_plans_the_pinned_installs_and_the_full_table(
   versus = [c.split() for c in commands if '-m benchmarks.vs_pytorch' in c]
   assert [f for v in versus for f in v if f.startswith('--dtype=')] == (
       ['--dtype=bfloat16', '--dtype=float32'] if torch else [])
+  assert all('--notorch_compile' not in v for v in versus)  # Eager and compiled.
+  # The table predicts the split on links; one step traced per dtype, command
+  # buffers off so the trace attributes every kernel.
+  assert all(any(f.startswith('--links=') for f in t) for t in tables)
+  traced = [c for c in commands if '--trace_dir=' in c]
+  assert len(traced) == 2 and all(
+      bool(re.search(r"--xla_gpu_enable_command_buffer=['\s]", c)) == torch
+      for c in traced)
+  # Each lever of benchmarks/levers.txt once, after the default.
+  levers = [l for l in (ROOT / 'benchmarks' / 'levers.txt').read_text().splitlines()
+            if l.strip() and not l.startswith('#')]
+  runs = [c for c in commands if '/lever-' in c]
+  assert len(runs) == len(levers) + 1 and '/lever-default.json' in runs[0]
+  for lever, command in zip(levers, runs[1:]):
+    assert lever.removeprefix('XLA_FLAGS=') in command, (lever, command)

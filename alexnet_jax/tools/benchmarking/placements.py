@@ -87,7 +87,7 @@ def synthetic_batch(settings) -> dict[str, np.ndarray]:
   }
 
 
-def _flops(compiled) -> float | None:
+def compiled_flops(compiled) -> float | None:
   """XLA's FLOP count for one device's program, where the backend gives one."""
   try:
     cost = compiled.cost_analysis()
@@ -164,7 +164,7 @@ def prepare(p: Placement, host_state, batch: dict[str, np.ndarray]) -> None:
   with jax.set_mesh(p.mesh):
     p.step = train_step.lower(p.state, p.batch).compile()
   p.compile_seconds = time.perf_counter() - start
-  p.compiled_flops_per_device = _flops(p.step)
+  p.compiled_flops_per_device = compiled_flops(p.step)
   p.compiled_peak_bytes = _compiled_peak_bytes(p.step)
 
 
@@ -185,12 +185,14 @@ def run_steps(p: Placement, count: int, batches=None) -> float:
   return time.perf_counter() - start
 
 
-def provide_host_devices(settings, strategies, num_devices: int = 0) -> None:
-  """On CPU, before JAX starts: `num_devices` host devices, or as many as the
-  settings' mesh or the towers strategy needs (no effect on accelerators)."""
+def provide_host_devices(settings, strategies, num_devices: int = 0,
+                         cpus: int = 1) -> None:
+  """Before JAX starts: `num_devices` host devices, or as many as the
+  settings' mesh or the towers strategy needs, and at least `cpus` (host
+  devices exist beside accelerators too: the link prediction compiles on them)."""
   network = NETWORKS.get(settings.model.variant)
   wanted = num_devices or max(
-      network.towers if network and ({'towers', ALL} & set(strategies)) else 1,
+      cpus, network.towers if network and ({'towers', ALL} & set(strategies)) else 1,
       max(settings.mesh.data, 1) * settings.mesh.model)
   launch.provide_host_devices(parallel.MeshConfig(data=wanted, model=1))
 

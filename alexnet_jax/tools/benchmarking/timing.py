@@ -28,9 +28,11 @@ from alexnet_jax.core import flops
 from alexnet_jax.core import parallel
 from alexnet_jax.core.network import DTYPES
 from alexnet_jax.errors import UserError
+from alexnet_jax.tools.benchmarking import links
 from alexnet_jax.tools.benchmarking import peaks
 from alexnet_jax.tools.benchmarking import placements
 from alexnet_jax.tools.benchmarking import report
+from alexnet_jax.tools.benchmarking import roofline
 
 INPUTS = ('synthetic', 'real')
 
@@ -47,6 +49,8 @@ class Options:
   peak: str = 'auto'
   peak_matmul_size: int = 0  # 0: 8192 on accelerators, 2048 on CPU.
   trace_dir: str = ''  # Where to write a jax.profiler trace of one step each.
+  roofline_mode: str = 'auto'  # roofline.ROOFLINE_MODES.
+  link_pairs: tuple[str, ...] = ()  # links.PAIRS to predict the split on.
 
 
 def check_options(settings, options: Options, num_devices: int) -> None:
@@ -58,6 +62,12 @@ def check_options(settings, options: Options, num_devices: int) -> None:
   if options.input not in INPUTS:
     raise UserError(f'--input must be one of {", ".join(INPUTS)}, got'
                     f' {options.input!r}.')
+  if options.roofline_mode not in roofline.ROOFLINE_MODES:
+    raise UserError(f'--roofline must be one of {", ".join(roofline.ROOFLINE_MODES)},'
+                    f' got {options.roofline_mode!r}.')
+  if options.roofline_mode == 'on' and options.peak == 'none':
+    raise UserError('--roofline=on needs a peak rate; --peak=none gives none.')
+  links.check_pairs(options.link_pairs)
   if options.peak not in peaks.PEAK_MODES:
     raise UserError(f'--peak must be one of {", ".join(peaks.PEAK_MODES)}, got'
                     f' {options.peak!r}.')
@@ -112,6 +122,7 @@ def measure(settings, options: Options, *, command: str,
   device = jax.devices()[0]
   peak_by_dtype = peaks.peaks(device, list(options.dtypes), options.peak,
                               options.peak_matmul_size)
+  bandwidth = roofline.bandwidth(device.device_kind, options.roofline_mode)
   load_before = placements.load_average()
   if options.peak in ('auto', 'matmul'):
     size = options.peak_matmul_size or (2048 if device.platform == 'cpu' else 8192)
@@ -129,15 +140,27 @@ def measure(settings, options: Options, *, command: str,
     for dtype in options.dtypes:
       rows += _measure_setting(
           settings, options, host_state, batch_size=batch_size,
-          dtype=dtype, peak=peak_by_dtype[dtype], num_devices=num_devices,
-          say=say)
-  return _record(settings, options, rows, command=command,
-                 load_before=load_before, init_seconds=init_seconds,
-                 skipped=skipped)
+          dtype=dtype, peak=peak_by_dtype[dtype], bandwidth=bandwidth,
+          num_devices=num_devices, say=say)
+  out = _record(settings, options, rows, command=command,
+                load_before=load_before, init_seconds=init_seconds,
+                skipped=skipped)
+  out['roofline_source'] = (
+      f'{bandwidth[1]}; peak as for MFU. {roofline.COUNTED}' if bandwidth else
+      'off (--roofline=off)' if options.roofline_mode == 'off' else
+      roofline.unknown_reason(device.device_kind))
+  if options.link_pairs:
+    say('predicting the split on the named links (compiling each strategy'
+        ' for two host devices)...')
+    two, _ = resolve_strategies(settings, dataclasses.replace(
+        options, strategies=(placements.ALL,), link_pairs=()), 2)
+    out['link_prediction'] = links.predict(settings, out, options.link_pairs,
+                                           two.strategies)
+  return out
 
 
 def _measure_setting(settings, options, host_state, *, batch_size,
-                     dtype, peak, num_devices, say) -> list[dict]:
+                     dtype, peak, bandwidth, num_devices, say) -> list[dict]:
   runs = placements.placements(
       settings, strategies=list(options.strategies), num_devices=num_devices,
       batch_size=batch_size, dtype=dtype)
@@ -170,13 +193,14 @@ def _measure_setting(settings, options, host_state, *, batch_size,
       with jax.profiler.trace(path):
         placements.run_steps(p, 1, batches)
       say(f'{setting}, {p.name}: one step traced to {path}')
-  rows = _rows(runs, options, batch_size=batch_size, dtype=dtype, peak=peak)
+  rows = _rows(runs, options, batch_size=batch_size, dtype=dtype, peak=peak,
+               bandwidth=bandwidth)
   for p in runs:  # Free this setting's states before the next one.
     p.state = p.batch = p.step = None
   return rows
 
 
-def _rows(runs, options, *, batch_size, dtype, peak) -> list[dict]:
+def _rows(runs, options, *, batch_size, dtype, peak, bandwidth=None) -> list[dict]:
   base = runs[0]
   assert base.name == placements.BASELINE
   # The network's useful work per image, counted from the layer table: XLA's
@@ -186,6 +210,7 @@ def _rows(runs, options, *, batch_size, dtype, peak) -> list[dict]:
   rates = {p.name: [options.steps * batch_size / s for s in p.seconds]
            for p in runs}
   base_median = statistics.median(rates[placements.BASELINE])
+  costs = roofline.layer_costs(base.settings.model, batch_size, dtype)
   rows = []
   for p in runs:
     median = statistics.median(rates[p.name])
@@ -193,6 +218,8 @@ def _rows(runs, options, *, batch_size, dtype, peak) -> list[dict]:
     # Host devices share the host's cores: its one peak is the ceiling.
     chips = 1 if devices[0].platform == 'cpu' else len(devices)
     achieved = model_flops * median
+    bound = (roofline.bound(costs, peak[0], bandwidth[0], chips)
+             if peak and bandwidth else None)
     rows.append({
         'name': p.name,
         'strategy': p.settings.strategy,
@@ -226,6 +253,11 @@ def _rows(runs, options, *, batch_size, dtype, peak) -> list[dict]:
         'mfu': achieved / (peak[0] * chips) if peak else None,
         'compiled_peak_bytes_per_device': p.compiled_peak_bytes,
         'allocator_peak_bytes_per_device': placements.allocator_peaks(devices),
+        # Seconds per step no program can beat on these devices, per layer
+        # and in all (roofline.py); reached = bound / measured.
+        'roofline': bound,
+        'roofline_fraction': (bound['bound_seconds'] * median / batch_size
+                              if bound else None),
     })
   return rows
 
@@ -296,7 +328,8 @@ def benchmark(settings, options: Options, *, num_devices: int, command: str,
   """Everything `python -m alexnet_jax.benchmark` does after the flags:
   host devices, the checks, every timed run; writes the report to
   `json_path` (if given), prints its table, returns it."""
-  placements.provide_host_devices(settings, options.strategies, num_devices)
+  placements.provide_host_devices(settings, options.strategies, num_devices,
+                                  cpus=2 if options.link_pairs else 1)
   found = jax.device_count()
   if num_devices > found:
     raise UserError(f'--num_devices={num_devices} but JAX found'
