@@ -562,3 +562,63 @@ def test_main_refuses_a_config_too_large_before_allocating(tmp_path):
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
   assert 'GiB to train, more than the' in ' '.join(proc.stderr.split())
   assert not (tmp_path / 'tfds').exists()  # Nothing prepared, nothing drawn.
+
+
+def test_url_and_glob_characters_in_the_workdir_are_refused_at_start(tmp_path):
+  from alexnet_jax.run import rundir
+  # Each breaks the checkpoint's read-back (tensorstore: a URL's #, % and |;
+  # orbax's glob: [ ] * ? and its escape \\), so none may reach training.
+  for name, character in (('h#sh', '#'), ('pct%41', '%'), ('a|b', '|'),
+                          ('back\\slash', '\\')):
+    with pytest.raises(UserError) as error:
+      rundir.check_path(tmp_path / name / 'run')
+    message = ' '.join(str(error.value).split())
+    assert f'contains {character!r}, which' in message
+    assert 'Nothing was written' in message and message.endswith('.')
+  assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_file_name_that_is_not_utf8_is_shown_with_x_escapes(
+    tmp_path, image_folder):
+  import os
+  from alexnet_jax.data import pipeline
+  root, bad = image_folder
+  odd = os.fsdecode(os.fsencode(str(bad.parent)) + b'/x\xfe.jpg')
+  Path(odd).write_bytes(b'not an image')
+  config = _folder_config(root)
+  with pytest.raises(UserError) as error:
+    pipeline.dataset_info(Settings.from_config(config).data)
+  message = str(error.value)
+  assert 'x\\xfe.jpg (not a readable' in message
+  assert '\\udc' not in message.encode('utf-8', 'backslashreplace').decode()
+
+
+def _folder_config(root):
+  from configs import default
+  config = default.get_config('tiny')
+  config.dataset, config.data_dir = 'image_folder', str(root)
+  config.model.num_classes = 2
+  return config
+
+
+@pytest.mark.parametrize('make, why', [
+    (lambda p: p.symlink_to(p.parent / 'gone.jpg'), 'leads nowhere'),
+    (lambda p: p.symlink_to(p), 'leads nowhere, or loops'),
+    (lambda p: __import__('os').mkfifo(p), 'not a regular file'),
+    (lambda p: p.write_text('notes'), 'not a readable'),
+])
+def test_links_fifos_and_stray_files_are_bad_entries_alike(tmp_path, image_folder,
+                                                           make, why):
+  root, bad = image_folder
+  bad.unlink()
+  odd = bad.parent / 'odd.jpg'
+  make(odd)
+  config = _folder_config(root)
+  from alexnet_jax.data import pipeline
+  with pytest.raises(UserError) as error:  # Named, never opened (a FIFO blocks).
+    pipeline.dataset_info(Settings.from_config(config).data)
+  message = ' '.join(str(error.value).split())
+  assert f'{odd} (' in message and why in message
+  config.input.skip_bad_images = True  # Or skipped and counted, like any.
+  assert pipeline.dataset_info(Settings.from_config(config).data) \
+      .num_train_examples == 16
