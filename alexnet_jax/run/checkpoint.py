@@ -72,6 +72,9 @@ class Restored:
   state: Any
   step: int
   skipped: list[int]  # Newer steps that could not be read (left in place).
+  # The per-step train metrics since the last logging step before `step`:
+  # the first row after a resume averages the same steps as without one.
+  window: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 class Checkpointer:
@@ -98,9 +101,10 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state: Any, signature: dict,
-           metrics: dict[str, float] | None = None) -> None:
+           metrics: dict[str, float] | None = None,
+           window: list[dict[str, float]] = ()) -> None:
     try:
-      self._save(step, state, signature, metrics)
+      self._save(step, state, signature, metrics, list(window))
     except OSError as e:  # Disk full, quota, permissions, read-only, ...
       kept = [s for s in self.steps() if s != step]
       raise UserError(
@@ -177,13 +181,13 @@ class Checkpointer:
         return f'{path} does not match its checksum'
     return None
 
-  def _save(self, step, state, signature, metrics):
+  def _save(self, step, state, signature, metrics, window):
     self.manager.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             meta=ocp.args.JsonSave({'step': step, 'format': FORMAT,
-                                     'params': signature}),
+                                     'params': signature, 'window': window}),
         ),
         metrics=metrics,
         force=True,
@@ -192,8 +196,9 @@ class Checkpointer:
     if jax.process_index() == 0:  # Every process's part is written by now.
       self._write_manifest(step)
 
-  def _refuse_if_foreign(self, step: int, signature: dict) -> None:
-    """Refuses a checkpoint of another model or of an older state format."""
+  def _refuse_if_foreign(self, step: int, signature: dict) -> dict:
+    """Refuses a checkpoint of another model or of an older state format;
+    returns its `meta` item."""
     meta = self.manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
     if meta.get('format') != FORMAT:
@@ -212,6 +217,7 @@ class Checkpointer:
           f' {signature.get(diff[0])} now). They were left untouched. Use a'
           ' new --workdir, or the config that wrote them (see config.json'
           ' in the workdir).')
+    return meta
 
   def restore_latest(self, abstract_state: Any, signature: dict) -> Restored | None:
     """The newest checkpoint that reads back whole, or None if there is none.
@@ -232,7 +238,7 @@ class Checkpointer:
         skipped.append(step)
         continue
       try:
-        self._refuse_if_foreign(step, signature)
+        meta = self._refuse_if_foreign(step, signature)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state)))
@@ -245,7 +251,8 @@ class Checkpointer:
         skipped.append(step)
         continue
       self._set_aside(skipped)
-      return Restored(state=restored['state'], step=step, skipped=skipped)
+      return Restored(state=restored['state'], step=step, skipped=skipped,
+                      window=meta.get('window', []))
     if steps:
       raise UserError(
           f'None of the checkpoints in {self.directory} (steps'

@@ -21,7 +21,9 @@ from clirun import read_metrics, run_cli, start_cli, train_here
 
 # Sec. 4.1's colour shift on: it is drawn from the step like the crops, so a
 # resumed run draws what the uninterrupted one drew.
-KILL_RUN = ('--config.num_train_steps=40', '--config.checkpoint_every_steps=5',
+# Checkpoints at steps that are not logging steps: the first row after the
+# resume must average the same steps as the uninterrupted run's.
+KILL_RUN = ('--config.num_train_steps=40', '--config.checkpoint_every_steps=3',
             '--config.eval_every_steps=20', '--config.log_every_steps=5',
             '--config.input.pca_lighting=0.1')
 
@@ -111,6 +113,28 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
   message = ' '.join(str(changed.value).split())
   assert 'batch_size: 8 then, 16 now' in message
   assert '--config.allow_config_change=True' in message
+
+
+@pytest.mark.slow(seconds=30)
+def test_the_first_row_after_a_resume_equals_the_uninterrupted_runs(tmp_path):
+  import shutil
+  run = ('--config.num_train_steps=10', '--config.log_every_steps=5',
+         '--config.checkpoint_every_steps=3', '--config.keep_checkpoints=10',
+         '--config.eval_every_steps=100')
+  train_here(tmp_path / 'reference', *run, data_dir=tmp_path / 'tfds')
+  shutil.copytree(tmp_path / 'reference', tmp_path / 'resumed')
+  for step in (6, 9, 10):  # What a kill after step 3's save leaves.
+    shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / str(step))
+  (tmp_path / 'resumed' / 'summary.json').unlink()
+  _, said = train_here(tmp_path / 'resumed', *run, data_dir=tmp_path / 'tfds')
+  assert 'Resumed from the checkpoint at step 3' in said
+  timing = ('images_per_sec', 'input_wait_sec')
+  rows = lambda w: [{k: v for k, v in r.items() if k not in timing}
+                    for r in read_metrics(w)]
+  # Step 5's row averages steps 1-5 (two of them from before the resume).
+  assert rows(tmp_path / 'resumed') == rows(tmp_path / 'reference')
+  assert [r['step'] for r in rows(tmp_path / 'resumed')
+          if 'train_loss' in r] == [5, 10]
 
 
 @pytest.mark.slow(seconds=20)
