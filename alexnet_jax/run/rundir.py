@@ -256,22 +256,28 @@ def check_resume(workdir: Path, settings, *, latest_step: int | None,
     return {}  # A workdir from before config.json was kept: nothing to compare.
   changes = config_changes(before, settings.resolved)
   fixed = {k: v for k, v in changes.items() if _matches(k, FIXED_ON_RESUME)}
+  cosine = {}
   if before.get('optimizer', {}).get('schedule') == 'cosine':
-    fixed |= {k: v for k, v in changes.items()
-              if k in ('num_train_steps', 'num_epochs',
-                       'optimizer.warmup_epochs')}
+    cosine = {k: v for k, v in changes.items()
+              if k in ('num_train_steps', 'num_epochs', 'optimizer.warmup_epochs')}
+  fixed |= cosine
   if fixed and not allow:
     listing = '; '.join(f'{k}: {a!r} then, {b!r} now'
                         for k, (a, b) in fixed.items())
+    why = (' This run\'s schedule is cosine, which spreads its decay over the'
+           ' whole run: a new length would bend the learning-rate curve under'
+           ' the steps already taken, so a cosine run keeps its length.'
+           if cosine else '')
+    may_change = ('cadences, mesh and learning rates' if cosine else
+                  'the step count, cadences, mesh and learning rates')
     raise UserError(
         f'--workdir {workdir} holds checkpoints up to step {latest_step} of a'
         f' run with another config ({listing}). Resuming with that change'
         ' would make the steps already taken part of a different run (data'
-        ' order, network, schedule). Use another --workdir for the new'
+        f' order, network, schedule).{why} Use another --workdir for the new'
         ' config, or pass --config.allow_config_change=True to resume anyway'
         ' (the change is recorded in config_history.jsonl). What may change'
-        ' on resume: the step count, cadences, mesh and learning rates; see'
-        ' alexnet_jax/run/rundir.py.')
+        f' on resume: {may_change}; see alexnet_jax/run/rundir.py.')
   return changes
 
 
