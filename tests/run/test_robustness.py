@@ -165,6 +165,29 @@ def test_sigterm_saves_now_and_the_next_start_resumes(tmp_path, data_dir,
   assert json.loads((workdir / 'summary.json').read_text())['steps'] == step + 2
 
 
+@pytest.mark.slow(seconds=15)
+def test_sigterm_after_the_summary_line_still_exits_0(tmp_path, data_dir):
+  """A scheduler's SIGTERM that lands after a run has completed (its summary
+  printed, the process tearing down) must not turn success into 143."""
+  import subprocess
+  import sys
+  from clirun import ROOT, cli_env
+  script = (
+      'import os, signal, sys, time\n'
+      'from alexnet_jax.run import cli, launch, supervision\n'
+      f'cfg = cli.config_from_args(["main", "--config={ROOT}/configs/two_gpu.py:tiny",'
+      f' "--config.num_train_steps=2", "--config.data_dir={data_dir}"])\n'
+      f'code = launch.train(cfg, {str(tmp_path / "w")!r}, supervision.Processes())\n'
+      'sys.stdout.flush()\n'
+      'os.kill(os.getpid(), signal.SIGTERM)  # Just after "summary:".\n'
+      'time.sleep(1)\n'
+      'sys.exit(code)\n')
+  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=cli_env(),
+                        capture_output=True, text=True, timeout=300)
+  assert 'summary: ' in proc.stdout, proc.stderr[-2000:]
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def _truncate(step_dir):
   files = sorted(p for p in (step_dir / 'state').rglob('*')
                  if p.is_file() and p.stat().st_size > 64)
