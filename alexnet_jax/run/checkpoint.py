@@ -80,7 +80,7 @@ class Restored:
 class Checkpointer:
   """Saves and restores the train state; refuses foreign or unreadable ones."""
 
-  def __init__(self, workdir: str | Path, keep: int):
+  def __init__(self, workdir: str | Path, keep: int, read_only: bool = False):
     self.directory = Path(workdir).resolve() / 'checkpoints'
     options = ocp.CheckpointManagerOptions(
         preservation_policy=checkpoint_managers.AnyPreservationPolicy([
@@ -92,7 +92,9 @@ class Checkpointer:
         # Synchronous: a save has finished (and is atomic) when save() returns,
         # so SIGTERM and kill -9 never leave a half-written "latest".
         enable_async_checkpointing=False,
-        create=True,
+        create=not read_only,
+        # A reader (evaluate on a live workdir) deletes and cleans up nothing.
+        read_only=read_only,
     )
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'meta'), options=options)
@@ -321,19 +323,37 @@ def restore_params(settings, workdir: str | Path, step: int | None = None) -> We
   """The parameters of checkpoint `step` (default: the latest), sharded.
 
   UserError if there is no such checkpoint, it is damaged, or it holds
-  another model than `settings` describes. Compiles nothing.
+  another model than `settings` describes. Compiles nothing. Without `step`
+  it takes the newest checkpoint there is when it reads it: on a live
+  workdir the run's rotation may delete the one it listed, and then it
+  takes the newest again. It never writes or deletes in the workdir.
   """
-  step = saved_steps(workdir, step)[-1] if step is None else step
-  saved_steps(workdir, step)
+  if step is not None:
+    saved_steps(workdir, step)
+    return _restore_params(settings, workdir, step, named=True)
+  while True:
+    newest = saved_steps(workdir)[-1]
+    try:
+      return _restore_params(settings, workdir, newest, named=False)
+    except Exception:  # pylint: disable=broad-except
+      if (Path(workdir) / 'checkpoints' / str(newest)).exists():
+        raise
+      logging.warning('The checkpoint of step %d was deleted by the run\'s'
+                      ' rotation while it was read; taking the newest again.',
+                      newest)
+
+
+def _restore_params(settings, workdir, step: int, named: bool) -> Weights:
   mesh = parallel.make_mesh(settings.mesh)
   abstract = train_state.sharded_abstract_state(
       settings.model, settings.optimizer, settings.rules, mesh)
-  ckpt = Checkpointer(workdir, settings.run.keep_checkpoints)
+  ckpt = Checkpointer(workdir, settings.run.keep_checkpoints, read_only=True)
   try:
     damage = ckpt.damage(step)
     if damage:
       raise UserError(f'The checkpoint of step {step} in {ckpt.directory} is'
-                      f' damaged ({damage}); evaluate another --step.')
+                      f' damaged ({damage}); evaluate another step'
+                      f' ({"another " if named else ""}--step=N).')
     meta = ckpt.manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
     signature = param_signature(abstract.params)
