@@ -8,6 +8,7 @@ go through eval_shape, so nothing of 61M parameters is computed twice.
 import contextlib
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,8 +16,6 @@ import textwrap
 from flax import nnx
 import jax
 import jax.numpy as jnp
-import re
-
 import numpy as np
 import pytest
 
