@@ -282,24 +282,42 @@ def export_params(model: AlexNet) -> dict[str, np.ndarray]:
   return flat
 
 
-def import_params(model: AlexNet, flat: dict[str, np.ndarray]) -> None:
+def import_params(model: AlexNet, flat: dict[str, np.ndarray],
+                  allow_non_finite: bool = False) -> None:
   """Loads `export_params`' layout into `model` in place (towers split again).
 
   Read `.npz` files with `np.load(path, allow_pickle=False)`: weights are
-  plain arrays, and nothing in them is executed. Raises ValueError on a
-  shape that does not fit.
+  plain arrays, and nothing in them is executed. Raises ValueError, one
+  sentence naming the key, its expected shape and dtype, on a missing key,
+  a shape that does not fit, a non-numeric dtype (object arrays) or a NaN
+  or Inf (unless `allow_non_finite`). Checks every key before changing any.
   """
+  values = {}
   for layer in model.cfg.network.layers:
     for part in ('kernel', 'bias'):
-      variable = getattr(getattr(model, layer.name), part)
-      towers, *shape, out = variable[...].shape
-      value = np.asarray(flat[f'{layer.name}/{part}'], np.float32)
+      key = f'{layer.name}/{part}'
+      towers, *shape, out = getattr(getattr(model, layer.name), part)[...].shape
+      expected = f'an array of shape {(*shape, towers * out)}, float32'
+      if key not in flat:
+        raise ValueError(f'{key} is missing: expected {expected}.')
+      raw = np.asarray(flat[key])
+      if not (np.issubdtype(raw.dtype, np.floating)
+              or np.issubdtype(raw.dtype, np.integer)):
+        raise ValueError(f'{key} has dtype {raw.dtype}: expected {expected}.')
+      value = raw.astype(np.float32)
       if value.shape != (*shape, towers * out):
         raise ValueError(
-            f'{layer.name}/{part} has shape {value.shape}, which does not fit'
+            f'{key} has shape {value.shape}, which does not fit'
             f' this model (expects {(*shape, towers * out)}: {towers} tower(s)'
             f' of {out} along the last axis).')
-      variable[...] = jnp.asarray(np.stack(np.split(value, towers, axis=-1)))
+      bad = int(np.sum(~np.isfinite(value)))
+      if bad and not allow_non_finite:
+        raise ValueError(
+            f'{key} holds {bad} NaN or Inf values: expected {expected} of'
+            ' finite values (pass allow_non_finite=True to load them anyway).')
+      values[layer.name, part] = np.stack(np.split(value, towers, axis=-1))
+  for (name, part), value in values.items():
+    getattr(getattr(model, name), part)[...] = jnp.asarray(value)
 
 
 def count_params(model: AlexNet) -> int:

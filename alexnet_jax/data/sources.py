@@ -33,6 +33,7 @@ from alexnet_jax.data import preprocess
 from alexnet_jax.data import shapes10
 from alexnet_jax.data.settings import DataConfig
 from alexnet_jax.errors import UserError
+from alexnet_jax.errors import shown
 
 # Fixed, so that the built-in dataset does not change with config.seed.
 SHAPES10_SEED = 0
@@ -341,9 +342,16 @@ def _scan_folder(root, splits, skip_bad_images) -> Folder:
     paths[split], labels[split] = [], []
     for label, name in enumerate(class_names):
       class_dir = root_path / split / name
-      files = flat[split].get(name, []) if split in flat else sorted(
-          str(p) for p in class_dir.glob('*')
-          if p.is_file() and not p.name.startswith('.'))
+      if split in flat:
+        entries, files = [], flat[split].get(name, [])
+      else:
+        entries = sorted(class_dir.glob('*'))
+        files = [str(p) for p in entries
+                 if p.is_file() and not p.name.startswith('.')]
+      # Anything else but hidden names is a bad entry like a stray .txt:
+      # never opened (a FIFO would block), named, refused or skipped.
+      bad += [(str(p), _not_a_file(p)) for p in entries
+              if not p.is_file() and not p.name.startswith('.')]
       if class_dir.is_dir() and not files:
         bad.append((str(class_dir), 'an empty class folder'))
       paths[split] += files
@@ -351,16 +359,16 @@ def _scan_folder(root, splits, skip_bad_images) -> Folder:
   unreadable = _undecodable([p for s in paths for p in paths[s]])
   bad += [(p, f'not a readable {IMAGE_FORMATS} image') for p in unreadable]
   if bad and not skip_bad_images:
-    listing = '; '.join(f'{path} ({why})' for path, why in bad[:5])
+    listing = '; '.join(f'{shown(path)} ({why})' for path, why in bad[:5])
     more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
     raise UserError(
-        f'The image folder {root} has {len(bad)} bad entries: '
+        f'The image folder {shown(root)} has {len(bad)} bad entries: '
         f'{listing}{more}. Remove or replace them, or set '
         'config.input.skip_bad_images=True to skip them (they are counted '
         'and logged).')
   if bad:
     logging.warning('Skipped %d bad entries in the image folder %s: %s',
-                    len(bad), root, ', '.join(p for p, _ in bad))
+                    len(bad), shown(root), ', '.join(shown(p) for p, _ in bad))
   unreadable = set(unreadable)
   for split in paths:
     keep = [i for i, p in enumerate(paths[split]) if p not in unreadable]
@@ -373,6 +381,14 @@ def _scan_folder(root, splits, skip_bad_images) -> Folder:
           f'Put {IMAGE_FORMATS} files in {root_path / split}/<class>/.')
   return Folder(tuple(class_names), paths, labels,
                  tuple(p for p, _ in bad))
+
+
+def _not_a_file(path: Path) -> str:
+  if path.is_symlink() and not path.exists():
+    return 'a symbolic link that leads nowhere, or loops'
+  if path.is_dir():
+    return 'a folder inside a class folder'
+  return 'not a regular file (a FIFO, a socket or a device)'
 
 
 def folder_class_names(root: Path, splits) -> list[str]:

@@ -72,12 +72,15 @@ class Restored:
   state: Any
   step: int
   skipped: list[int]  # Newer steps that could not be read (left in place).
+  # The per-step train metrics since the last logging step before `step`:
+  # the first row after a resume averages the same steps as without one.
+  window: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 class Checkpointer:
   """Saves and restores the train state; refuses foreign or unreadable ones."""
 
-  def __init__(self, workdir: str | Path, keep: int):
+  def __init__(self, workdir: str | Path, keep: int, read_only: bool = False):
     self.directory = Path(workdir).resolve() / 'checkpoints'
     options = ocp.CheckpointManagerOptions(
         preservation_policy=checkpoint_managers.AnyPreservationPolicy([
@@ -89,7 +92,9 @@ class Checkpointer:
         # Synchronous: a save has finished (and is atomic) when save() returns,
         # so SIGTERM and kill -9 never leave a half-written "latest".
         enable_async_checkpointing=False,
-        create=True,
+        create=not read_only,
+        # A reader (evaluate on a live workdir) deletes and cleans up nothing.
+        read_only=read_only,
     )
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'meta'), options=options)
@@ -98,9 +103,10 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state: Any, signature: dict,
-           metrics: dict[str, float] | None = None) -> None:
+           metrics: dict[str, float] | None = None,
+           window: list[dict[str, float]] = ()) -> None:
     try:
-      self._save(step, state, signature, metrics)
+      self._save(step, state, signature, metrics, list(window))
     except OSError as e:  # Disk full, quota, permissions, read-only, ...
       kept = [s for s in self.steps() if s != step]
       raise UserError(
@@ -177,13 +183,13 @@ class Checkpointer:
         return f'{path} does not match its checksum'
     return None
 
-  def _save(self, step, state, signature, metrics):
+  def _save(self, step, state, signature, metrics, window):
     self.manager.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             meta=ocp.args.JsonSave({'step': step, 'format': FORMAT,
-                                     'params': signature}),
+                                     'params': signature, 'window': window}),
         ),
         metrics=metrics,
         force=True,
@@ -192,8 +198,9 @@ class Checkpointer:
     if jax.process_index() == 0:  # Every process's part is written by now.
       self._write_manifest(step)
 
-  def _refuse_if_foreign(self, step: int, signature: dict) -> None:
-    """Refuses a checkpoint of another model or of an older state format."""
+  def _refuse_if_foreign(self, step: int, signature: dict) -> dict:
+    """Refuses a checkpoint of another model or of an older state format;
+    returns its `meta` item."""
     meta = self.manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
     if meta.get('format') != FORMAT:
@@ -212,6 +219,7 @@ class Checkpointer:
           f' {signature.get(diff[0])} now). They were left untouched. Use a'
           ' new --workdir, or the config that wrote them (see config.json'
           ' in the workdir).')
+    return meta
 
   def restore_latest(self, abstract_state: Any, signature: dict) -> Restored | None:
     """The newest checkpoint that reads back whole, or None if there is none.
@@ -232,7 +240,7 @@ class Checkpointer:
         skipped.append(step)
         continue
       try:
-        self._refuse_if_foreign(step, signature)
+        meta = self._refuse_if_foreign(step, signature)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state)))
@@ -245,7 +253,8 @@ class Checkpointer:
         skipped.append(step)
         continue
       self._set_aside(skipped)
-      return Restored(state=restored['state'], step=step, skipped=skipped)
+      return Restored(state=restored['state'], step=step, skipped=skipped,
+                      window=meta.get('window', []))
     if steps:
       raise UserError(
           f'None of the checkpoints in {self.directory} (steps'
@@ -314,19 +323,37 @@ def restore_params(settings, workdir: str | Path, step: int | None = None) -> We
   """The parameters of checkpoint `step` (default: the latest), sharded.
 
   UserError if there is no such checkpoint, it is damaged, or it holds
-  another model than `settings` describes. Compiles nothing.
+  another model than `settings` describes. Compiles nothing. Without `step`
+  it takes the newest checkpoint there is when it reads it: on a live
+  workdir the run's rotation may delete the one it listed, and then it
+  takes the newest again. It never writes or deletes in the workdir.
   """
-  step = saved_steps(workdir, step)[-1] if step is None else step
-  saved_steps(workdir, step)
+  if step is not None:
+    saved_steps(workdir, step)
+    return _restore_params(settings, workdir, step, named=True)
+  while True:
+    newest = saved_steps(workdir)[-1]
+    try:
+      return _restore_params(settings, workdir, newest, named=False)
+    except Exception:  # pylint: disable=broad-except
+      if (Path(workdir) / 'checkpoints' / str(newest)).exists():
+        raise
+      logging.warning('The checkpoint of step %d was deleted by the run\'s'
+                      ' rotation while it was read; taking the newest again.',
+                      newest)
+
+
+def _restore_params(settings, workdir, step: int, named: bool) -> Weights:
   mesh = parallel.make_mesh(settings.mesh)
   abstract = train_state.sharded_abstract_state(
       settings.model, settings.optimizer, settings.rules, mesh)
-  ckpt = Checkpointer(workdir, settings.run.keep_checkpoints)
+  ckpt = Checkpointer(workdir, settings.run.keep_checkpoints, read_only=True)
   try:
     damage = ckpt.damage(step)
     if damage:
       raise UserError(f'The checkpoint of step {step} in {ckpt.directory} is'
-                      f' damaged ({damage}); evaluate another --step.')
+                      f' damaged ({damage}); evaluate another step'
+                      f' ({"another " if named else ""}--step=N).')
     meta = ckpt.manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
     signature = param_signature(abstract.params)

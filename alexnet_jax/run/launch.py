@@ -66,8 +66,10 @@ def train(config, workdir: str, processes: supervision.Processes) -> int:
   try:
     summary = loop.train_and_evaluate(settings, workdir)
   except preemption.Preempted as e:
+    preemption.finishing()
     logging.warning('%s: saved step %s; run the same command to resume.',
                     e.args[1].capitalize(), e.args[0])
     return e.exit_code
+  preemption.finishing()
   print('summary: ' + json.dumps(summary))
   return 0

@@ -141,6 +141,11 @@ def _train_and_evaluate(settings, workdir: Path) -> dict[str, Any]:
     graphdef, state = train_state.create_train_state(
         settings.model, opt, settings.seed, rules, mesh)
   start_step = int(state.step)
+  # The steps since the last logging step, as the checkpoint kept them: a
+  # logged row averages steps (k - log_every_steps, k] wherever a run resumed.
+  since_log = start_step % run.log_every_steps
+  window = restored.window[len(restored.window) - since_log:] if (
+      restored is not None and since_log) else []
 
   if is_chief:
     rundir.record_start(workdir, settings, start_step=start_step,
@@ -159,7 +164,7 @@ def _train_and_evaluate(settings, workdir: Path) -> dict[str, Any]:
   throughput = Throughput(data.batch_size)
 
   eval_metrics: dict[str, float] = {}
-  status, step, window, stop = 'completed', start_step, [], False
+  status, step, stop = 'completed', start_step, False
   with jax.set_mesh(mesh), preemption.Stopper(say=_say) as stopper, tqdm.tqdm(
       total=num_steps, initial=start_step, desc='train', disable=not is_chief,
       dynamic_ncols=True, mininterval=1.0, file=sys.stderr) as bar:
@@ -182,7 +187,8 @@ def _train_and_evaluate(settings, workdir: Path) -> dict[str, Any]:
         if save(step) or stop:
           _check_finite(state, step)
           ckpt.save(step, state, signature, metrics={
-              'eval_top1': eval_metrics['eval_top1']} if run_eval(step) else None)
+              'eval_top1': eval_metrics['eval_top1']} if run_eval(step) else None,
+                    window=_host_floats(window))
       if stop:
         status = stopper.status
       elif not eval_metrics:  # A finished workdir: report its evaluation again.
@@ -223,15 +229,20 @@ def _train_and_evaluate(settings, workdir: Path) -> dict[str, Any]:
 
 def _log(step: int, window: list[dict], throughput: Throughput, writer, bar) -> list:
   """Writes the window's mean scalars; stops at the first non-finite loss."""
-  scalars = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
+  window = _host_floats(window)  # Restored rows are floats: sum alike.
+  scalars = {k: math.fsum(m[k] for m in window) / len(window) for k in window[0]}
   writer.write(step, scalars | throughput.read())
   losses = [m['train_loss'] for m in window]
   bad = next((i for i, l in enumerate(losses) if not math.isfinite(l)), None)
   if bad is not None:
     raise NonFiniteLoss(step - len(losses) + 1 + bad)
   bar.set_postfix(loss=f'{scalars["train_loss"]:.3f}')
-  bar.update(len(window))
+  bar.update(step - bar.n)  # A resumed first window holds restored steps too.
   return []
+
+
+def _host_floats(window: list) -> list[dict[str, float]]:
+  return [{k: float(v) for k, v in m.items()} for m in jax.device_get(window)]
 
 
 def _feed_plateau(opt: optim.OptimizerConfig, state, eval_top1: float):

@@ -29,6 +29,13 @@ class Preempted(Exception):
     return INTERRUPTED_EXIT_CODE if self.args[1] == 'interrupted' else PREEMPTED_EXIT_CODE
 
 
+def finishing() -> None:
+  """From here the process exits on its own with its status (the run is
+  saved and its summary written): a SIGTERM now, a scheduler's or a job's
+  end, must not turn that status into 143 during the teardown."""
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @dataclasses.dataclass
 class Stopper:
   """While entered, turns SIGTERM and Ctrl-C into a save at the next step.

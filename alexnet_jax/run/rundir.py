@@ -39,6 +39,7 @@ import tempfile
 import time
 
 from alexnet_jax.errors import UserError
+from alexnet_jax.errors import shown
 
 LOCK = '.lock'
 CONFIG = 'config.json'
@@ -50,8 +51,11 @@ TENSORBOARD = 'tensorboard'
 FOLDERS = ('checkpoints', TENSORBOARD)
 
 # Orbax globs over the full checkpoint path when it merges a step's files, so
-# a folder named `lr[1]` silently loses every checkpoint (tested).
-GLOB_CHARACTERS = '[]*?'
+# a folder named `lr[1]` (or with `\\`, glob's escape) silently loses every
+# checkpoint; TensorStore, which writes the arrays, reads `#`, `%` and `|` in
+# a path as a URL's fragment, escape and pipeline (tested, each of them).
+GLOB_CHARACTERS = '[]*?\\'
+URL_CHARACTERS = '#%|'
 
 # Keys (or prefixes ending in '.') whose change on resume would make the
 # restored steps part of a different run.
@@ -88,14 +92,19 @@ def os_error_cause(error: OSError) -> str:
 def check_path(workdir: str | Path) -> Path:
   """The absolute workdir; refuses characters the checkpoint library misreads."""
   path = Path(workdir).expanduser().absolute()
-  bad = sorted({c for c in str(path) if c in GLOB_CHARACTERS})
+  special = GLOB_CHARACTERS + URL_CHARACTERS
+  bad = sorted({c for c in str(path) if c in special})
   if bad:
     raise UserError(
-        f'--workdir {path} contains {" and ".join(repr(c) for c in bad)}:'
-        ' the checkpoint library (orbax) reads the path as a glob pattern'
-        ' when it merges a checkpoint, and every checkpoint would be written'
-        f' without its arrays. Use a path without any of {GLOB_CHARACTERS}'
-        ' (e.g. lr-1 instead of lr[1]).')
+        f'--workdir {shown(path)} contains'
+        f' {" and ".join(repr(c) for c in bad)}, which the checkpoint'
+        ' libraries read as syntax, not as part of a folder name: orbax reads'
+        f' {" ".join(GLOB_CHARACTERS)} as a glob pattern when it merges a'
+        ' checkpoint, and tensorstore reads'
+        f' {" ".join(URL_CHARACTERS)} as parts of a URL, so checkpoints would'
+        ' be written that cannot be read back. Nothing was written. Use a'
+        f' path without any of {" ".join(special)} (e.g. lr-1 instead of'
+        ' lr[1], pct41 instead of pct%41).')
   return path
 
 
@@ -252,22 +261,28 @@ def check_resume(workdir: Path, settings, *, latest_step: int | None,
     return {}  # A workdir from before config.json was kept: nothing to compare.
   changes = config_changes(before, settings.resolved)
   fixed = {k: v for k, v in changes.items() if _matches(k, FIXED_ON_RESUME)}
+  cosine = {}
   if before.get('optimizer', {}).get('schedule') == 'cosine':
-    fixed |= {k: v for k, v in changes.items()
-              if k in ('num_train_steps', 'num_epochs',
-                       'optimizer.warmup_epochs')}
+    cosine = {k: v for k, v in changes.items()
+              if k in ('num_train_steps', 'num_epochs', 'optimizer.warmup_epochs')}
+  fixed |= cosine
   if fixed and not allow:
     listing = '; '.join(f'{k}: {a!r} then, {b!r} now'
                         for k, (a, b) in fixed.items())
+    why = (' This run\'s schedule is cosine, which spreads its decay over the'
+           ' whole run: a new length would bend the learning-rate curve under'
+           ' the steps already taken, so a cosine run keeps its length.'
+           if cosine else '')
+    may_change = ('cadences, mesh and learning rates' if cosine else
+                  'the step count, cadences, mesh and learning rates')
     raise UserError(
         f'--workdir {workdir} holds checkpoints up to step {latest_step} of a'
         f' run with another config ({listing}). Resuming with that change'
         ' would make the steps already taken part of a different run (data'
-        ' order, network, schedule). Use another --workdir for the new'
+        f' order, network, schedule).{why} Use another --workdir for the new'
         ' config, or pass --config.allow_config_change=True to resume anyway'
         ' (the change is recorded in config_history.jsonl). What may change'
-        ' on resume: the step count, cadences, mesh and learning rates; see'
-        ' alexnet_jax/run/rundir.py.')
+        f' on resume: {may_change}; see alexnet_jax/run/rundir.py.')
   return changes
 
 

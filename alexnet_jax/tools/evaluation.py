@@ -79,8 +79,7 @@ def evaluate_workdir(settings, workdir: Path, step: int | None = None,
   checks, restores, evaluates, prints one line and writes the JSON record
   (process 0); returns it."""
   workdir = Path(workdir)
-  saved = checkpoint.saved_steps(workdir, step)  # Before JAX starts.
-  step = saved[-1] if step is None else step
+  checkpoint.saved_steps(workdir, step)  # Before JAX starts.
   launch.start(settings)
   from alexnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   info = pipeline.dataset_info(settings.data)  # Checks the stats file too.
@@ -89,7 +88,9 @@ def evaluate_workdir(settings, workdir: Path, step: int | None = None,
         f'The dataset {settings.data.dataset!r} has {info.num_classes} classes'
         f' but model.num_classes={settings.model.num_classes}; pass the config'
         f' that trained the checkpoint ({workdir / "config.json"}).')
+  # Without --step, the newest there is when it is read (a live run rotates).
   weights = checkpoint.restore_params(settings, workdir, step)
+  step = weights.step
   metrics = evaluate_checkpoint(settings, weights, ten_crop)
   split = settings.data.eval_split
   record = {'step': step, **metrics, 'ten_crop': ten_crop,

@@ -8,6 +8,7 @@ go through eval_shape, so nothing of 61M parameters is computed twice.
 import contextlib
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -524,6 +525,26 @@ def test_exported_weights_round_trip_through_npz_without_pickle(tmp_path):
   with pytest.raises(ValueError, match='does not fit'):
     model.import_params(target, {**model.export_params(source),
                                  'conv1/kernel': np.zeros((11, 11, 3, 7))})
+
+
+def test_imported_weights_missing_odd_or_non_finite_are_refused_in_a_sentence():
+  from configs import two_gpu
+  config = two_gpu.get_config('tiny')
+  source, target = (model.create(model_of(config), seed) for seed in (1, 2))
+  good = model.export_params(source)
+  shape = good['fc8/bias'].shape
+  with pytest.raises(ValueError, match=re.escape(
+      f'fc8/bias is missing: expected an array of shape {shape}, float32')):
+    model.import_params(target, {k: v for k, v in good.items() if k != 'fc8/bias'})
+  odd = np.empty(shape, dtype=object)
+  with pytest.raises(ValueError, match='fc8/bias has dtype object.*float32'):
+    model.import_params(target, {**good, 'fc8/bias': odd})
+  nan = good['fc8/bias'].copy()
+  nan[0] = np.nan
+  with pytest.raises(ValueError, match='fc8/bias holds 1 NaN or Inf'):
+    model.import_params(target, {**good, 'fc8/bias': nan})
+  model.import_params(target, {**good, 'fc8/bias': nan}, allow_non_finite=True)
+  assert np.isnan(np.asarray(target.fc8.bias[...])).sum() == 1
 
 
 # --- 10. Convolution kernel gradients as one matrix product -----------------------

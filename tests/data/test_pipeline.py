@@ -623,3 +623,15 @@ def test_data_stats_match_numpy(tmp_path):
   # Written and read back as a stats file.
   (tmp_path / 'stats.json').write_text(json.dumps(stats.to_json()))
   assert pixel_stats.load_stats(str(tmp_path / 'stats.json')) == stats
+
+
+def test_pixel_constants_are_the_published_values_in_rgb_order():
+  # Pinned to the sources, not to the constants themselves: Caffe's ImageNet
+  # mean pixel (ilsvrc_2012_mean.npy, R G B) and torchvision's mean and std.
+  from alexnet_jax.data import pixel_stats
+  np.testing.assert_allclose(pixel_stats.IMAGENET_MEAN_PIXEL,
+                             (122.68, 116.67, 104.01), atol=0.006)
+  np.testing.assert_allclose(np.array(pixel_stats.STANDARDIZE_STDDEV_RGB) / 255,
+                             (0.229, 0.224, 0.225), atol=1e-12)
+  np.testing.assert_allclose(np.array(pixel_stats.STANDARDIZE_MEAN_RGB) / 255,
+                             (0.485, 0.456, 0.406), atol=1e-12)

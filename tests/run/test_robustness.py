@@ -21,7 +21,9 @@ from clirun import read_metrics, run_cli, start_cli, train_here
 
 # Sec. 4.1's colour shift on: it is drawn from the step like the crops, so a
 # resumed run draws what the uninterrupted one drew.
-KILL_RUN = ('--config.num_train_steps=40', '--config.checkpoint_every_steps=5',
+# Checkpoints at steps that are not logging steps: the first row after the
+# resume must average the same steps as the uninterrupted run's.
+KILL_RUN = ('--config.num_train_steps=40', '--config.checkpoint_every_steps=3',
             '--config.eval_every_steps=20', '--config.log_every_steps=5',
             '--config.input.pca_lighting=0.1')
 
@@ -113,6 +115,28 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
   assert '--config.allow_config_change=True' in message
 
 
+@pytest.mark.slow(seconds=30)
+def test_the_first_row_after_a_resume_equals_the_uninterrupted_runs(tmp_path):
+  import shutil
+  run = ('--config.num_train_steps=10', '--config.log_every_steps=5',
+         '--config.checkpoint_every_steps=3', '--config.keep_checkpoints=10',
+         '--config.eval_every_steps=100')
+  train_here(tmp_path / 'reference', *run, data_dir=tmp_path / 'tfds')
+  shutil.copytree(tmp_path / 'reference', tmp_path / 'resumed')
+  for step in (6, 9, 10):  # What a kill after step 3's save leaves.
+    shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / str(step))
+  (tmp_path / 'resumed' / 'summary.json').unlink()
+  _, said = train_here(tmp_path / 'resumed', *run, data_dir=tmp_path / 'tfds')
+  assert 'Resumed from the checkpoint at step 3' in said
+  timing = ('images_per_sec', 'input_wait_sec')
+  rows = lambda w: [{k: v for k, v in r.items() if k not in timing}
+                    for r in read_metrics(w)]
+  # Step 5's row averages steps 1-5 (two of them from before the resume).
+  assert rows(tmp_path / 'resumed') == rows(tmp_path / 'reference')
+  assert [r['step'] for r in rows(tmp_path / 'resumed')
+          if 'train_loss' in r] == [5, 10]
+
+
 @pytest.mark.slow(seconds=20)
 @pytest.mark.parametrize('signum, status, code', [
     (signal.SIGTERM, 'preempted', 75), (signal.SIGINT, 'interrupted', 130)])
@@ -139,6 +163,29 @@ def test_sigterm_saves_now_and_the_next_start_resumes(tmp_path, data_dir,
                        data_dir=data_dir)
   assert f'Resumed from the checkpoint at step {step}' in said
   assert json.loads((workdir / 'summary.json').read_text())['steps'] == step + 2
+
+
+@pytest.mark.slow(seconds=15)
+def test_sigterm_after_the_summary_line_still_exits_0(tmp_path, data_dir):
+  """A scheduler's SIGTERM that lands after a run has completed (its summary
+  printed, the process tearing down) must not turn success into 143."""
+  import subprocess
+  import sys
+  from clirun import ROOT, cli_env
+  script = (
+      'import os, signal, sys, time\n'
+      'from alexnet_jax.run import cli, launch, supervision\n'
+      f'cfg = cli.config_from_args(["main", "--config={ROOT}/configs/two_gpu.py:tiny",'
+      f' "--config.num_train_steps=2", "--config.data_dir={data_dir}"])\n'
+      f'code = launch.train(cfg, {str(tmp_path / "w")!r}, supervision.Processes())\n'
+      'sys.stdout.flush()\n'
+      'os.kill(os.getpid(), signal.SIGTERM)  # Just after "summary:".\n'
+      'time.sleep(1)\n'
+      'sys.exit(code)\n')
+  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=cli_env(),
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert 'summary: ' in proc.stdout, proc.stderr[-2000:]
+  assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def _truncate(step_dir):
@@ -369,8 +416,11 @@ def test_resume_refuses_changes_of_meaning_and_allows_the_rest(tmp_path):
   cosine.optimizer.schedule = 'cosine'
   rundir.record_start(tmp_path, resolve(cosine), start_step=4)
   cosine.num_train_steps = 9  # Would bend the decay under the steps taken.
-  with pytest.raises(UserError, match='num_train_steps: 4 then, 9 now'):
+  with pytest.raises(UserError, match='num_train_steps: 4 then, 9 now') as e:
     rundir.check_resume(tmp_path, resolve(cosine), latest_step=4, num_steps=9)
+  # It says cosine is why, and does not offer the step count it just refused.
+  said = ' '.join(str(e.value).split())
+  assert "schedule is cosine" in said and 'step count' not in said
   history = [json.loads(l) for l in
              (tmp_path / 'config_history.jsonl').read_text().splitlines()]
   assert [h['start_step'] for h in history] == [0, 4]
@@ -562,3 +612,63 @@ def test_main_refuses_a_config_too_large_before_allocating(tmp_path):
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
   assert 'GiB to train, more than the' in ' '.join(proc.stderr.split())
   assert not (tmp_path / 'tfds').exists()  # Nothing prepared, nothing drawn.
+
+
+def test_url_and_glob_characters_in_the_workdir_are_refused_at_start(tmp_path):
+  from alexnet_jax.run import rundir
+  # Each breaks the checkpoint's read-back (tensorstore: a URL's #, % and |;
+  # orbax's glob: [ ] * ? and its escape \\), so none may reach training.
+  for name, character in (('h#sh', '#'), ('pct%41', '%'), ('a|b', '|'),
+                          ('back\\slash', '\\')):
+    with pytest.raises(UserError) as error:
+      rundir.check_path(tmp_path / name / 'run')
+    message = ' '.join(str(error.value).split())
+    assert f'contains {character!r}, which' in message
+    assert 'Nothing was written' in message and message.endswith('.')
+  assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_file_name_that_is_not_utf8_is_shown_with_x_escapes(
+    tmp_path, image_folder):
+  import os
+  from alexnet_jax.data import pipeline
+  root, bad = image_folder
+  odd = os.fsdecode(os.fsencode(str(bad.parent)) + b'/x\xfe.jpg')
+  Path(odd).write_bytes(b'not an image')
+  config = _folder_config(root)
+  with pytest.raises(UserError) as error:
+    pipeline.dataset_info(Settings.from_config(config).data)
+  message = str(error.value)
+  assert 'x\\xfe.jpg (not a readable' in message
+  assert '\\udc' not in message.encode('utf-8', 'backslashreplace').decode()
+
+
+def _folder_config(root):
+  from configs import default
+  config = default.get_config('tiny')
+  config.dataset, config.data_dir = 'image_folder', str(root)
+  config.model.num_classes = 2
+  return config
+
+
+@pytest.mark.parametrize('make, why', [
+    (lambda p: p.symlink_to(p.parent / 'gone.jpg'), 'leads nowhere'),
+    (lambda p: p.symlink_to(p), 'leads nowhere, or loops'),
+    (lambda p: __import__('os').mkfifo(p), 'not a regular file'),
+    (lambda p: p.write_text('notes'), 'not a readable'),
+])
+def test_links_fifos_and_stray_files_are_bad_entries_alike(tmp_path, image_folder,
+                                                           make, why):
+  root, bad = image_folder
+  bad.unlink()
+  odd = bad.parent / 'odd.jpg'
+  make(odd)
+  config = _folder_config(root)
+  from alexnet_jax.data import pipeline
+  with pytest.raises(UserError) as error:  # Named, never opened (a FIFO blocks).
+    pipeline.dataset_info(Settings.from_config(config).data)
+  message = ' '.join(str(error.value).split())
+  assert f'{odd} (' in message and why in message
+  config.input.skip_bad_images = True  # Or skipped and counted, like any.
+  assert pipeline.dataset_info(Settings.from_config(config).data) \
+      .num_train_examples == 16

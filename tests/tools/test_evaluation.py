@@ -150,3 +150,22 @@ def test_predict_top5_names_and_a_bad_file(tmp_path, trained):
     prediction.predict(trained, [paths[0], str(tmp_path / 'no/such.jpg')])
 
 
+
+
+def test_evaluate_without_step_takes_the_newest_left_after_a_rotation(
+    tmp_path, trained, data_dir, monkeypatch):
+  import shutil
+  from alexnet_jax.run import checkpoint
+  live = tmp_path / 'live'
+  shutil.copytree(trained, live)
+  damage = checkpoint.Checkpointer.damage
+  def rotated(self, step):  # The run deletes step 12 just as it is read.
+    if step == 12 and (live / 'checkpoints' / '12').exists():
+      shutil.rmtree(live / 'checkpoints' / '12')
+    return damage(self, step)
+  monkeypatch.setattr(checkpoint.Checkpointer, 'damage', rotated)
+  before = sorted(p.name for p in (live / 'checkpoints').iterdir())
+  record = evaluation.evaluate_workdir(_settings(data_dir), live)
+  assert record['step'] == 9  # The newest there was, not a blamed --step.
+  assert sorted(p.name for p in (live / 'checkpoints').iterdir()) == [
+      n for n in before if n != '12']  # Nothing else touched.
