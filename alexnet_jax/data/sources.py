@@ -21,7 +21,6 @@ import fcntl
 import functools
 import os
 from pathlib import Path
-import re
 
 from absl import logging
 import numpy as np
@@ -31,6 +30,7 @@ import tensorflow_datasets as tfds
 from alexnet_jax.data import imagenet
 from alexnet_jax.data import preprocess
 from alexnet_jax.data import shapes10
+from alexnet_jax.data import slices
 from alexnet_jax.data.settings import DataConfig
 from alexnet_jax.errors import UserError
 from alexnet_jax.errors import shown
@@ -212,8 +212,8 @@ def _prepared_tfds_builder(cfg: DataConfig):
       f'DIR/{builder.name} into {root} (or set config.data_dir to DIR), and '
       'run again. Or, with the images as files, read them as a folder: '
       '--config.dataset=image_folder --config.data_dir=DIR, DIR holding '
-      f'{split_folder(cfg.train_split)}/<class>/<image> and '
-      f'{split_folder(cfg.eval_split)}/<class>/<image>. For a quick run '
+      f'{slices.split_folder(cfg.train_split)}/<class>/<image> and '
+      f'{slices.split_folder(cfg.eval_split)}/<class>/<image>. For a quick run '
       "without any data, use config.dataset='shapes10'.")
 
 
@@ -263,48 +263,13 @@ def image_folder(cfg: DataConfig) -> 'Folder':
         f'{cfg.eval_split}/<class>/<image>.')
   splits = (cfg.train_split, cfg.eval_split)
   folder = _scan_folder(str(Path(cfg.data_dir).expanduser().resolve()),
-                        tuple(split_folder(s) for s in splits),
+                        tuple(slices.split_folder(s) for s in splits),
                         cfg.skip_bad_images)
   paths, labels = dict(folder.paths), dict(folder.labels)
   for split in splits:
     if split not in paths:
-      paths[split], labels[split] = _first_of_each_class(folder, split)
+      paths[split], labels[split] = slices.first_of_each_class(folder.paths, folder.labels, split)
   return dataclasses.replace(folder, paths=paths, labels=labels)
-
-
-# TFDS's slice syntax, for folders too: `train[:10000]`, `test[10%:20%]`.
-_SLICE = re.compile(r'(?P<folder>[^\[\]]+)\[(?P<start>-?\d*%?):(?P<stop>-?\d*%?)\]')
-
-
-def split_folder(split: str) -> str:
-  """The split folder that `split` reads ('train' for 'train[:10000]')."""
-  match = _SLICE.fullmatch(split)
-  return match['folder'] if match else split
-
-
-def _first_of_each_class(folder: Folder, split: str):
-  """A slice of a split folder, taken as TFDS takes a slice of a shuffled
-  split: from the images in an order that visits the classes in turn (the
-  first of each class, then the second, ...), so that `train[:N]` holds about
-  N / classes images of each class, the first ones of each by name."""
-  match = _SLICE.fullmatch(split)
-  whole = match['folder']
-  by_class = {}
-  for path, label in zip(folder.paths[whole], folder.labels[whole]):
-    by_class.setdefault(label, []).append(path)
-  order = sorted((rank, label, path) for label, paths in by_class.items()
-                 for rank, path in enumerate(paths))
-  count = len(order)
-
-  def bound(text, default):
-    if not text:
-      return default
-    return (int(text[:-1]) * count // 100 if text.endswith('%')
-            else int(text))
-
-  chosen = order[bound(match['start'], 0):bound(match['stop'], count)]
-  chosen.sort(key=lambda entry: (entry[1], entry[2]))  # Back to class order.
-  return [path for _, _, path in chosen], [label for _, label, _ in chosen]
 
 
 @functools.lru_cache(maxsize=8)  # Once per process: the check decodes all.
@@ -393,7 +358,7 @@ def _not_a_file(path: Path) -> str:
 
 def folder_class_names(root: Path, splits) -> list[str]:
   """The sorted union of the class folders of `splits` (names only)."""
-  splits = [split_folder(split) for split in splits]
+  splits = [slices.split_folder(split) for split in splits]
   return sorted({p.name for split in splits if (root / split).is_dir()
                  for p in (root / split).iterdir()
                  if p.is_dir() and not p.name.startswith('.')})
