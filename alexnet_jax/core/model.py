@@ -129,6 +129,10 @@ class AlexNet(nnx.Module):
           bias=1.0 if cfg.init == 'paper' and layer.bias_one else 0.0,
           std=math.sqrt(2.0 / fan_in) if he else INIT_STDDEV, rngs=rngs,
           conv_kernel_grad=cfg.conv_kernel_grad, pad_inputs=int(pad)))
+    if cfg.dead_classes:  # network.ModelConfig.dead_classes: zero, and kept so.
+      logits = getattr(self, net.layers[-1].name)
+      for part in (logits.kernel, logits.bias):
+        part[...] = part[...].at[-1, ..., -cfg.dead_classes:].set(0.0)
 
   def __call__(self, images: jax.Array, *, train: bool = False,
                rng: jax.Array | None = None,
@@ -189,7 +193,8 @@ def _forward(cfg: ModelConfig, module, x, towers, *, train, rng, record=None):
       hs = [layers.dropout(h, cfg.dropout_rate, towers.dropout_keep(
           rng, index, i, h.shape, cfg.dropout_rate, units)) for h, i in zip(hs, local)]
     record(f'pool{layer.name.removeprefix("conv")}' if layer.pool else layer.name, hs[0])
-  return towers.exchange_logits(hs, units).astype(jnp.float32)  # Softmax over all classes.
+  logits = towers.exchange_logits(hs, units)[:, :cfg.num_classes]  # Dead ones cut.
+  return logits.astype(jnp.float32)  # Softmax over all classes.
 
 
 def _trace(cfg: ModelConfig):
@@ -278,8 +283,15 @@ def export_params(model: AlexNet) -> dict[str, np.ndarray]:
   for layer in model.cfg.network.layers:
     for part in ('kernel', 'bias'):
       value = np.asarray(getattr(getattr(model, layer.name), part)[...])
-      flat[f'{layer.name}/{part}'] = np.concatenate(list(value), axis=-1)
+      whole = np.concatenate(list(value), axis=-1)
+      flat[f'{layer.name}/{part}'] = whole[..., :_units(model.cfg, layer)]
   return flat
+
+
+def _units(cfg: ModelConfig, layer: Layer) -> int:
+  """A layer's outputs over all towers, dead classes left out."""
+  return cfg.features(layer) * cfg.network.towers - (
+      cfg.dead_classes if layer is cfg.network.layers[-1] else 0)
 
 
 def import_params(model: AlexNet, flat: dict[str, np.ndarray],
@@ -297,7 +309,8 @@ def import_params(model: AlexNet, flat: dict[str, np.ndarray],
     for part in ('kernel', 'bias'):
       key = f'{layer.name}/{part}'
       towers, *shape, out = getattr(getattr(model, layer.name), part)[...].shape
-      expected = f'an array of shape {(*shape, towers * out)}, float32'
+      units = _units(model.cfg, layer)
+      expected = f'an array of shape {(*shape, units)}, float32'
       if key not in flat:
         raise ValueError(f'{key} is missing: expected {expected}.')
       raw = np.asarray(flat[key])
@@ -305,20 +318,28 @@ def import_params(model: AlexNet, flat: dict[str, np.ndarray],
               or np.issubdtype(raw.dtype, np.integer)):
         raise ValueError(f'{key} has dtype {raw.dtype}: expected {expected}.')
       value = raw.astype(np.float32)
-      if value.shape != (*shape, towers * out):
+      if value.shape != (*shape, units):
         raise ValueError(
             f'{key} has shape {value.shape}, which does not fit'
-            f' this model (expects {(*shape, towers * out)}: {towers} tower(s)'
-            f' of {out} along the last axis).')
+            f' this model (expects {(*shape, units)}: {towers} tower(s)'
+            f' of {out} along the last axis{_dead_note(towers * out - units)}).')
       bad = int(np.sum(~np.isfinite(value)))
       if bad and not allow_non_finite:
         raise ValueError(
             f'{key} holds {bad} NaN or Inf values: expected {expected} of'
             ' finite values (pass allow_non_finite=True to load them anyway).')
+      value = np.pad(value, [(0, 0)] * len(shape) + [(0, towers * out - units)])
       values[layer.name, part] = np.stack(np.split(value, towers, axis=-1))
   for (name, part), value in values.items():
     getattr(getattr(model, name), part)[...] = jnp.asarray(value)
 
 
+def _dead_note(dead: int) -> str:
+  return f', the last {dead} of them dead' if dead else ''
+
+
 def count_params(model: AlexNet) -> int:
-  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  """The trained parameters: dead classes (ModelConfig.dead_classes) not counted."""
+  total = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  fc8 = getattr(model, model.cfg.network.layers[-1].name)
+  return total - model.cfg.dead_classes * (fc8.kernel[...].shape[-2] + 1)

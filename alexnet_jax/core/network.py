@@ -134,6 +134,14 @@ class ModelConfig:
 
   def features(self, layer: Layer) -> int:
     """Output channels or units per tower, width multiplier applied."""
-    if layer.features == 0:
-      return self.num_classes // self.network.towers
+    if layer.features == 0:  # The logits: an equal share per tower, rounded up.
+      return -(-self.num_classes // self.network.towers)
     return max(1, round(layer.features * self.width))
+
+  @property
+  def dead_classes(self) -> int:
+    """Logits the last tower computes beyond num_classes, where the classes
+    do not divide over the towers (7 over 2: 4 and 3 + 1 dead). They are
+    zero at the start, cut off before the softmax, so never trained, and
+    left out of exported weights and of the parameter count (model.py)."""
+    return self.features(self.network.layers[-1]) * self.network.towers - self.num_classes

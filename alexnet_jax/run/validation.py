@@ -75,12 +75,8 @@ def validate_model(cfg: network.ModelConfig) -> None:
   if cfg.variant not in network.NETWORKS:
     raise UserError(f'Unknown model.variant {cfg.variant!r}; choose one of '
                     f'{", ".join(network.NETWORKS)}.')
-  towers = cfg.network.towers
-  if cfg.num_classes < 1 or cfg.num_classes % towers:
-    raise UserError(
-        f'model.num_classes={cfg.num_classes} must be a positive multiple of'
-        f' {towers}: each of the {towers} towers computes an equal share of'
-        ' the logits in its last layer.')
+  if cfg.num_classes < 1:
+    raise UserError(f'model.num_classes must be positive, got {cfg.num_classes}.')
   if cfg.activation not in network.ACTIVATIONS:
     raise UserError(f'Unknown model.activation {cfg.activation!r}; choose one of'
                     f' {", ".join(network.ACTIVATIONS)}.')

@@ -444,13 +444,14 @@ def test_validate_unknown_layer_form(key, known):
     validation.validate_model(model_of(config))
 
 
-def test_validate_classes_split_over_towers():
+def test_validate_classes_any_positive_count():
   config = full_config()
-  config.model.num_classes = 999
-  with pytest.raises(UserError, match='999'):
-    validation.validate_model(model_of(config))
-  config.model.variant = 'one_tower'  # One tower takes any number.
+  config.model.num_classes = 999  # Over two towers: 500 and 499 + 1 dead.
   validation.validate_model(model_of(config))
+  assert model_of(config).dead_classes == 1
+  config.model.num_classes = 0
+  with pytest.raises(UserError, match='num_classes must be positive, got 0'):
+    validation.validate_model(model_of(config))
 
 
 # --- 8. Export ------------------------------------------------------------------

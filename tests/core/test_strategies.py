@@ -3,7 +3,8 @@
 Every strategy must compute the same function as one device (the reference),
 and the 2014 hybrid must compile to the collectives Krizhevsky's "One weird
 trick" describes. Tiny config; 16 classes so that every strategy can split
-the logits over two towers and up to four devices.
+the logits over two towers and up to four devices, and 7 on two devices
+for classes that do not divide over the towers.
 """
 
 import math
@@ -95,7 +96,14 @@ def assert_same_function(results):
 
 @pytest.mark.slow(seconds=20)
 def test_every_strategy_equals_one_device_on_two_devices():
-  assert_same_function(losses_per_strategy(list(parallel.STRATEGIES), 2))
+  """With 7 classes, which do not divide over the towers: tower 0 computes 4
+  logits, tower 1 3 and a dead one, zero from the start, cut off before the
+  softmax and so never trained (network.ModelConfig.dead_classes)."""
+  results = losses_per_strategy(list(parallel.STRATEGIES), 2, num_classes=7)
+  fc8 = results['one_device'][1]['fc8']
+  assert fc8['kernel'].shape[-1] == 4
+  assert not np.any(fc8['kernel'][1, :, -1]) and fc8['bias'][1, -1] == 0  # Still dead.
+  assert_same_function(results)
 
 
 @pytest.mark.slow(seconds=15)
@@ -123,6 +131,21 @@ def test_hybrid_splits_units_that_do_not_divide_as_one_device():
   to an equal share change nothing, and the dropout masks are one device's."""
   assert_same_function(losses_per_strategy(
       ['hybrid'], 2, num_classes=10, width=97 / 2048, dropout_rate=0.5))
+
+
+def test_classes_that_do_not_divide_are_saved_and_counted_without_the_dead_one():
+  net = model.create(tiny(num_classes=7).model)
+  flat = model.export_params(net)
+  assert flat['fc8/kernel'].shape[-1] == flat['fc8/bias'].shape[-1] == 7
+  assert model.count_params(net) == sum(v.size for v in flat.values())
+  fresh = model.create(tiny(num_classes=7).model, seed=1)
+  model.import_params(fresh, flat)
+  images = jnp.asarray(np.random.default_rng(0).standard_normal((2, 67, 67, 3), np.float32))
+  assert fresh(images).shape == (2, 7)
+  np.testing.assert_array_equal(fresh(images), net(images))
+  inputs = flat['fc8/kernel'].shape[0]
+  with pytest.raises(ValueError, match=r'of 4 along the last axis, the last 1 of them dead'):
+    model.import_params(fresh, {**flat, 'fc8/kernel': np.zeros((inputs, 8))})
 
 
 def test_hybrid_compiles_to_the_collectives_of_one_weird_trick():

@@ -129,6 +129,18 @@ def test_train_batches_are_deterministic(shapes):
   assert not np.array_equal(first[0]['image'], other[0]['image'])
 
 
+def test_each_epoch_reads_every_example_once_in_its_own_order(shapes):
+  """With crops and flips off, an image's pixels name the example: so the
+  order itself, not the crops, must change from one epoch to the next."""
+  shapes.input.random_crop = False
+  shapes.input.random_flip = False
+  epochs = [_digests(_take(_train(shapes, start_step=6 * e), 6)) for e in range(3)]
+  for order in epochs:
+    assert len(order) == len(set(order)) == 96  # 4 of 100 dropped, none twice.
+  assert len(set().union(*epochs)) <= 100  # The same 100 examples throughout.
+  assert epochs[0] != epochs[1] != epochs[2] != epochs[0]
+
+
 def test_resume_yields_the_same_batches(shapes):
   reference = _take(_train(shapes), 15)
   # Inside the first epoch, at and across the epoch boundary, two epochs on.

@@ -214,8 +214,22 @@ def test_trains_on_a_named_tfds_dataset_through_mock_data(mock_cifar10):
   summary = loop.train_and_evaluate(Settings.from_config(config),
                                     str(mock_cifar10 / 'w'))
   assert summary['steps'] == 4 and summary['mesh'] == {'data': 1, 'model': 2}
-  assert 0.0 <= summary['eval_top1'] <= 1.0
   assert (mock_cifar10 / 'w' / 'checkpoints' / '4').exists()
+  # Evaluated on the mock's test split as TFDS itself reads it: every one of
+  # its examples once, with its own label.
+  import numpy as np
+  import tensorflow_datasets as tfds
+  from alexnet_jax.data import pipeline
+  data = Settings.from_config(config).data
+  count = tfds.builder('cifar10', data_dir=str(mock_cifar10)).info.splits['test'].num_examples
+  assert pipeline.dataset_info(data) == pipeline.DatasetInfo(10, count, count)
+  labels = [int(r['label']) for r in tfds.load(
+      'cifar10', split='test', data_dir=str(mock_cifar10)).as_numpy_iterator()]
+  read = np.concatenate([b['label'][b['mask'] == 1]
+                         for b in pipeline.eval_batches(data)])
+  assert sorted(read.tolist()) == sorted(labels) and len(labels) == count
+  correct = summary['eval_top1'] * count  # A whole number of the test examples.
+  assert correct == pytest.approx(round(correct), abs=1e-4)
 
 
 def test_keeps_the_last_checkpoints_and_the_best_by_eval_top1(tmp_path, data_dir):
@@ -269,3 +283,14 @@ def test_this_file_runs_on_one_worker(request):
   each test's nodeid, which pytest 9.2 silently ignores (hence pytest 8.4.2)."""
   if getattr(request.config.option, 'loadgroup', False):
     assert request.node.nodeid.endswith('@train')
+    return
+  # A plain run: check the two things that grouping rests on instead.
+  mark = request.node.get_closest_marker('xdist_group')
+  assert mark is not None and mark.args == ('train',)
+  original = request.node._nodeid  # pylint: disable=protected-access
+  request.node._nodeid = original + '@probe'  # What xdist's worker does.
+  try:
+    renamed = request.node.nodeid
+  finally:
+    request.node._nodeid = original
+  assert renamed == original + '@probe'  # Ignored from pytest 9.2 on.
