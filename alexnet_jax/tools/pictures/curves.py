@@ -3,6 +3,7 @@ step from each workdir's metrics.jsonl, runs on shared axes, one colour each;
 and a sweep's training error as Fig. 1 draws it (`plot_sweep_curves`)."""
 
 from pathlib import Path
+import textwrap
 
 from alexnet_jax.errors import UserError
 from alexnet_jax.run import metric_writer
@@ -130,10 +131,11 @@ def plot_sweep_curves(series: list[dict], out_path, *, x_label='epochs',
   seeds = max(len({s['seed'] for s in series if (s['panel'], s['colour'], s['solid'])
                    == (o['panel'], o['colour'], o['solid'])}) for o in series)
   if handles:
-    fig.legend(handles=handles, loc='outside right upper', fontsize=8,
-               title=f'band: {seeds} seeds, min-max' if seeds > 1 else None,
+    # Below the panels, in one row: clear of the title however long it is.
+    fig.legend(handles=handles, loc='outside lower center', ncols=len(handles),
+               fontsize=8, title=f'band: {seeds} seeds, min-max' if seeds > 1 else None,
                title_fontsize=7)
-  if title:
-    fig.suptitle(title, fontsize=9)
+  if title:  # Wrapped to the figure's width (about 15 characters an inch at 9 pt).
+    fig.suptitle(textwrap.fill(title, int(15 * fig.get_figwidth())), fontsize=9)
   fig.savefig(out_path, dpi=DPI)
   return fig
