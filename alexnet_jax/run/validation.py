@@ -72,37 +72,30 @@ def _check_workdir(path: Path) -> None:
 
 def validate_model(cfg: network.ModelConfig) -> None:
   """Model settings a user can get wrong, checked before anything compiles."""
-  if cfg.variant not in network.NETWORKS:
-    raise UserError(f'Unknown model.variant {cfg.variant!r}; choose one of '
-                    f'{", ".join(network.NETWORKS)}.')
+  # Settings with a fixed set of values: (config key, attribute, the values).
+  choices = [('model.variant', 'variant', network.NETWORKS),
+             ('model.activation', 'activation', network.ACTIVATIONS),
+             ('model.lrn_convention', 'lrn_convention', network.LRN_CONVENTIONS),
+             ('model.init', 'init', network.INITS),
+             ('dtype', 'dtype', network.DTYPES),
+             ('conv_kernel_grad', 'conv_kernel_grad', convolution.CONV_KERNEL_GRADS),
+             ('model.lrn_sum', 'lrn_sum', layers.LRN_SUMS),
+             ('model.pool_grad', 'pool_grad', layers.POOL_GRADS),
+             ('model.tower_conv', 'tower_conv', network.TOWER_CONVS)]
+  forms = ('model.lrn_sum', 'model.pool_grad', 'model.tower_conv', 'conv_kernel_grad')
+  for key, name, known in choices:
+    value = getattr(cfg, name)
+    if value not in known:
+      raise UserError(
+          f'Unknown {key} {value!r}; choose one of {", ".join(known)}.'
+          + (' Every choice computes the same outputs and gradients; only the'
+             ' speed differs.' if key in forms else ''))
   if cfg.num_classes < 1:
     raise UserError(f'model.num_classes must be positive, got {cfg.num_classes}.')
-  if cfg.activation not in network.ACTIVATIONS:
-    raise UserError(f'Unknown model.activation {cfg.activation!r}; choose one of'
-                    f' {", ".join(network.ACTIVATIONS)}.')
-  if cfg.lrn_convention not in network.LRN_CONVENTIONS:
-    raise UserError(f"model.lrn_convention must be 'paper' or 'caffe', got"
-                    f' {cfg.lrn_convention!r}.')
-  if cfg.init not in network.INITS:
-    raise UserError(f"model.init must be 'paper' or 'he', got {cfg.init!r}.")
   if not 0.0 <= cfg.dropout_rate < 1.0:
     raise UserError(f'model.dropout_rate must be in [0, 1), got {cfg.dropout_rate}.')
   if not cfg.width > 0:
     raise UserError(f'model.width must be positive, got {cfg.width}.')
-  if cfg.dtype not in network.DTYPES:
-    raise UserError(f'Unknown dtype {cfg.dtype!r}; choose one of'
-                    f' {", ".join(network.DTYPES)}.')
-  if cfg.conv_kernel_grad not in convolution.CONV_KERNEL_GRADS:
-    raise UserError(f'Unknown conv_kernel_grad {cfg.conv_kernel_grad!r};'
-                    f' choose one of {", ".join(convolution.CONV_KERNEL_GRADS)}.')
-  for key, value, known in (('lrn_sum', cfg.lrn_sum, layers.LRN_SUMS),
-                            ('pool_grad', cfg.pool_grad, layers.POOL_GRADS),
-                            ('tower_conv', cfg.tower_conv, network.TOWER_CONVS)):
-    if value not in known:
-      raise UserError(
-          f'Unknown model.{key} {value!r}; choose one of {", ".join(known)}.'
-          ' Every choice computes the same outputs and gradients; only the'
-          ' speed differs.')
   if not fits(cfg):
     raise UserError(
         f'image_size={cfg.image_size} is too small for the {cfg.variant}'

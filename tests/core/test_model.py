@@ -444,6 +444,16 @@ def test_validate_unknown_layer_form(key, known):
     validation.validate_model(model_of(config))
 
 
+@pytest.mark.parametrize('key, known', [
+    ('variant', 'two_tower, one_tower'), ('activation', 'relu, tanh'),
+    ('lrn_convention', 'paper, caffe'), ('init', 'paper, he')])
+def test_validate_unknown_choice_names_the_key_and_the_choices(key, known):
+  config = full_config()
+  config.model[key] = 'fused'
+  with pytest.raises(UserError, match=f"Unknown model.{key} 'fused'; choose one of {known}"):
+    validation.validate_model(model_of(config))
+
+
 def test_validate_classes_any_positive_count():
   config = full_config()
   config.model.num_classes = 999  # Over two towers: 500 and 499 + 1 dead.
