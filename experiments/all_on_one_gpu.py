@@ -6,8 +6,10 @@
 FOLDER holds CIFAR-10 as `train/CLASS/*.jpg` and `test/CLASS/*.jpg` (it is
 passed to every point as `--set dataset=image_folder --set data_dir=FOLDER`).
 The sweeps run one after another in ORDER, the clearest CIFAR-10 claim
-first, several points at once on the GPU (--points_per_device), each in
-DIR/<sweep>/<point>/. Each finished point is in DIR as soon as it ends (its
+first, several points at once on the GPU (--points_per_device), each
+point's seeds in one process (the sweep runner's --vmap_seeds: the step
+jax.vmap-ed over the seeds' stacked states, so a point process fills more
+of the GPU), each seed in DIR/<sweep>/<point>/. Each finished point is in DIR as soon as it ends (its
 summary.json and the sweep's results.csv); when the budget is spent the
 running points are preempted with a checkpoint and the command exits 75, and
 the same command later does only the rest. With --bundle=FILE.tgz the
@@ -54,6 +56,7 @@ def command(args, name, sets) -> list[str]:
           f'--workdir={Path(args.out) / name}', *(f'--set={s}' for s in sets),
           *(['--devices=cpu', '--parallel=2'] if args.tiny else
             ['--devices=gpu', f'--points_per_device={args.points_per_device}']),
+          '--vmap_seeds',
           *([f'--seeds={args.seeds}'] if args.seeds else [])]
 
 
@@ -125,7 +128,8 @@ def main(argv=None) -> int:
           f'experiments/{name}.py', str(Path(args.out) / name), sets=sets,
           devices='cpu' if args.tiny else 'gpu', parallel=2 if args.tiny else 0,
           points_per_device=1 if args.tiny else args.points_per_device,
-          seeds=args.seeds.split(',') if args.seeds else (), stop_after_s=left)
+          seeds=args.seeds.split(',') if args.seeds else (), stop_after_s=left,
+          vmap_seeds=True)
     except UserError as e:
       return refuse(str(e))
     statuses[name] = status

@@ -18,6 +18,7 @@ from alexnet_jax.run import loop
 from alexnet_jax.run import seeds
 from alexnet_jax.run import supervision
 from alexnet_jax.run.settings import Settings
+from alexnet_jax.tools.sweeps import runner
 from clirun import read_metrics
 from configs import default
 
@@ -130,3 +131,4 @@ def test_what_one_program_of_seeds_refuses(tmp_path):
   with pytest.raises(UserError, match='give distinct integers'):
     seeds.parse_seeds(['0', '0'])
   assert seeds.parse_seeds(['2', '0']) == [2, 0]
+  assert runner.VMAP_STRATEGIES == seeds.STRATEGIES  # The sweep runner's check.
