@@ -524,7 +524,7 @@ def test_the_one_gpu_command_plans_every_sweep_and_refuses_a_machine_without_gpu
 @pytest.mark.slow(seconds=60)
 def test_the_one_gpu_command_at_tiny_size_on_the_cpu_keeps_what_finished(tmp_path):
   out, archive = tmp_path / 'out', tmp_path / 'results.tgz'
-  args = (f'--out={out}', '--tiny', '--only=figure3', '--seeds=0,1')
+  args = (f'--out={out}', '--tiny', '--only=figure3', '--seeds=0,1', '--vmap_seeds')
   proc = one_gpu(*args, f'--bundle={archive}')
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   with (out / 'figure3' / 'results.csv').open() as f:
