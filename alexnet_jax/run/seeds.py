@@ -88,23 +88,24 @@ def seed_settings(settings, seed: int):
                              resolved=dict(settings.resolved, seed=seed))
 
 
-def check_supported(settings, num_devices: int, processes) -> None:
-  """UserError for what one program of stacked seeds does not train."""
-  _, towers = parallel.mesh_shape(settings.mesh, num_devices)
-  problem = ('runs over several processes' if processes.several else
-             f'gives sharding_rules={settings.sharding_rules!r}'
-             if settings.sharding_rules else
-             f'uses strategy={settings.strategy}'
-             if settings.strategy not in STRATEGIES else
-             f'splits the towers over mesh.model={towers} devices'
-             if towers > 1 else '')
-  if problem:
-    raise UserError(
-        f'--seeds trains several seeds in one program (jax.vmap over the'
-        f' train state) and this config {problem}, which it does not support:'
-        f' it takes strategy {" or ".join(STRATEGIES)} with mesh.model=1, in'
-        ' one process. Nothing was trained. Drop --seeds to train each seed'
-        ' as its own run (--config.seed=S), or change the config.')
+def check_supported(settings, towers: int) -> None:
+  """UserError for what one program of stacked seeds does not train
+  (`towers`: devices of the mesh's model axis)."""
+  if settings.sharding_rules:
+    _refuse(f'gives sharding_rules={settings.sharding_rules!r}')
+  if settings.strategy not in STRATEGIES:
+    _refuse(f'uses strategy={settings.strategy}')
+  if towers > 1:
+    _refuse(f'splits the towers over mesh.model={towers} devices')
+
+
+def _refuse(problem: str):
+  raise UserError(
+      f'--seeds trains several seeds in one program (jax.vmap over the'
+      f' train state) and this config {problem}, which it does not support:'
+      f' it takes strategy {" or ".join(STRATEGIES)} with mesh.model=1, in'
+      ' one process. Nothing was trained. Drop --seeds to train each seed'
+      ' as its own run (--config.seed=S), or change the config.')
 
 
 def train(config, template: str, seed_values, processes) -> int:
@@ -113,8 +114,10 @@ def train(config, template: str, seed_values, processes) -> int:
   seeds = parse_seeds(seed_values)
   dirs = workdirs(template, seeds)
   settings = [seed_settings(Settings.from_config(config), s) for s in seeds]
+  if processes.several:
+    _refuse('runs over several processes')
   launch.start(settings[0], workdir=dirs[0], processes=processes, fits=True)
-  check_supported(settings[0], jax.device_count(), processes)
+  check_supported(settings[0], parallel.mesh_shape(settings[0].mesh, jax.device_count())[1])
   for s, w in zip(settings[1:], dirs[1:]):
     validation.validate(s, num_devices=jax.device_count(), workdir=w)
   try:

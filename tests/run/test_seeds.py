@@ -16,7 +16,6 @@ from alexnet_jax.errors import UserError
 from alexnet_jax.run import checkpoint
 from alexnet_jax.run import loop
 from alexnet_jax.run import seeds
-from alexnet_jax.run import supervision
 from alexnet_jax.run.settings import Settings
 from alexnet_jax.tools.sweeps import runner
 from clirun import read_metrics
@@ -118,14 +117,12 @@ def test_changing_one_seeds_key_changes_only_that_seed(tmp_path):
 
 
 def test_what_one_program_of_seeds_refuses(tmp_path):
-  one = supervision.Processes()
   with pytest.raises(UserError, match=r'splits the towers over mesh.model=2'
                      r' devices, which it does not support'):
-    seeds.check_supported(tiny(tmp_path, strategy='towers', **{'mesh.model': 2}),
-                          2, one)
+    seeds.check_supported(tiny(tmp_path, strategy='towers', **{'mesh.model': 2}), 2)
   with pytest.raises(UserError, match='uses strategy=fsdp'):
-    seeds.check_supported(tiny(tmp_path, strategy='fsdp'), 2, one)
-  seeds.check_supported(tiny(tmp_path, strategy='towers'), 2, one)  # On one device.
+    seeds.check_supported(tiny(tmp_path, strategy='fsdp'), 1)
+  seeds.check_supported(tiny(tmp_path, strategy='towers'), 1)  # On one device.
   with pytest.raises(UserError, match=r'has no \{seed\}'):
     seeds.workdirs(str(tmp_path / 'w'), [0, 1])
   with pytest.raises(UserError, match='give distinct integers'):
