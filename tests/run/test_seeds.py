@@ -86,6 +86,7 @@ def test_two_seeds_in_one_program_train_as_their_separate_runs(tmp_path):
   assert not (fresh / 'metrics.jsonl').exists()
 
 
+@pytest.mark.slow(seconds=15)
 def test_changing_one_seeds_key_changes_only_that_seed(tmp_path):
   settings = tiny(tmp_path, **{'mesh.data': 1})
   mesh = parallel.make_mesh(settings.mesh)
