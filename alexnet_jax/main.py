@@ -21,11 +21,19 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and logs; running'
     ' again with the same one resumes.', required=True)
 _CONFIG = cli.define_config_flag()
+_SEEDS = flags.DEFINE_list(
+    'seeds', [], 'Train these seeds of the config (in place of config.seed)'
+    ' in one program, the train state stacked and the step jax.vmap-ed over'
+    ' it (run/seeds.py); --workdir then names each seed\'s own workdir with'
+    " {seed}, e.g. --seeds=0,1,2 --workdir='DIR/seed={seed}'.")
 _PROCESSES = supervision.define_process_flags()
 
 
 def main(argv):
   del argv
+  if _SEEDS.value:
+    from alexnet_jax.run import seeds  # pylint: disable=import-outside-toplevel
+    sys.exit(seeds.train(_CONFIG.value, _WORKDIR.value, _SEEDS.value, _PROCESSES()))
   sys.exit(launch.train(_CONFIG.value, _WORKDIR.value, _PROCESSES()))
 
 

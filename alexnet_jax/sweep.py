@@ -43,6 +43,11 @@ _PARALLEL = flags.DEFINE_integer(
 _POINTS_PER_DEVICE = flags.DEFINE_integer(
     'points_per_device', 1, 'Points sharing one GPU, each preallocating'
     ' 0.9/N of its memory.')
+_VMAP_SEEDS = flags.DEFINE_bool(
+    'vmap_seeds', False, 'Train the seeds of each point in one process (the'
+    ' train state stacked, the step jax.vmap-ed: run/seeds.py), each seed'
+    ' still in its own folder; fills a GPU with small nets. Strategy data or'
+    ' towers with mesh.model=1 only.')
 _STOP_AFTER = flags.DEFINE_float(
     'stop_after_s', 0, 'Preempt the running points after this many seconds'
     ' (they save a checkpoint) and exit 75; 0: no limit.')
@@ -62,10 +67,11 @@ def main(argv):
       _SWEEP.value, _WORKDIR.value, parallel=_PARALLEL.value,
       devices=_DEVICES.value, points_per_device=_POINTS_PER_DEVICE.value,
       sets=_SET.value, seeds=_SEEDS.value, stop_after_s=_STOP_AFTER.value,
-      print_commands=_PRINT_COMMANDS.value, collect_only=_COLLECT_ONLY.value))
+      print_commands=_PRINT_COMMANDS.value, collect_only=_COLLECT_ONLY.value,
+      vmap_seeds=_VMAP_SEEDS.value))
 
 
 if __name__ == '__main__':
   cli.run(main, usage='python -m alexnet_jax.sweep --sweep=FILE --workdir=DIR'
           ' [--set KEY=VALUE] [--devices=auto|gpu|cpu|0,1] [--parallel=N]'
-          ' [--points_per_device=N] [--print_commands | --collect_only]')
+          ' [--points_per_device=N] [--vmap_seeds] [--print_commands | --collect_only]')

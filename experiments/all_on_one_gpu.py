@@ -7,7 +7,10 @@ FOLDER holds CIFAR-10 as `train/CLASS/*.jpg` and `test/CLASS/*.jpg` (it is
 passed to every point as `--set dataset=image_folder --set data_dir=FOLDER`).
 The sweeps run one after another in ORDER, the clearest CIFAR-10 claim
 first, several points at once on the GPU (--points_per_device), each in
-DIR/<sweep>/<point>/. Each finished point is in DIR as soon as it ends (its
+DIR/<sweep>/<point>/; with --vmap_seeds each point's seeds train in one
+process (the sweep runner's --vmap_seeds: the step jax.vmap-ed over the
+seeds' stacked states; off by default until measured on a GPU, as it is
+slower on the CPU, docs/ablations.md). Each finished point is in DIR as soon as it ends (its
 summary.json and the sweep's results.csv); when the budget is spent the
 running points are preempted with a checkpoint and the command exits 75, and
 the same command later does only the rest. With --bundle=FILE.tgz the
@@ -54,6 +57,7 @@ def command(args, name, sets) -> list[str]:
           f'--workdir={Path(args.out) / name}', *(f'--set={s}' for s in sets),
           *(['--devices=cpu', '--parallel=2'] if args.tiny else
             ['--devices=gpu', f'--points_per_device={args.points_per_device}']),
+          *(['--vmap_seeds'] if args.vmap_seeds else []),
           *([f'--seeds={args.seeds}'] if args.seeds else [])]
 
 
@@ -71,6 +75,8 @@ def main(argv=None) -> int:
   parser.add_argument('--points_per_device', type=int, default=8)
   parser.add_argument('--only', default='', help='Comma list of sweeps of ORDER.')
   parser.add_argument('--seeds', default='', help='Only these seeds, e.g. 0.')
+  parser.add_argument('--vmap_seeds', action='store_true',
+                      help="Each point's seeds in one process (jax.vmap).")
   parser.add_argument('--bundle', default='', help='Pack the results into this .tgz.')
   parser.add_argument('--dry_run', action='store_true')
   parser.add_argument('--tiny', action='store_true')
@@ -125,7 +131,8 @@ def main(argv=None) -> int:
           f'experiments/{name}.py', str(Path(args.out) / name), sets=sets,
           devices='cpu' if args.tiny else 'gpu', parallel=2 if args.tiny else 0,
           points_per_device=1 if args.tiny else args.points_per_device,
-          seeds=args.seeds.split(',') if args.seeds else (), stop_after_s=left)
+          seeds=args.seeds.split(',') if args.seeds else (), stop_after_s=left,
+          vmap_seeds=args.vmap_seeds)
     except UserError as e:
       return refuse(str(e))
     statuses[name] = status

@@ -27,6 +27,7 @@ import dataclasses
 from typing import Any
 
 import jax
+from jax import custom_batching
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
@@ -318,13 +319,26 @@ class Towers:
     for axis, name in split:
       full[axis] *= _size(name)
     padded, full[-1] = full[-1], units or full[-1]
-    keep = jax.random.bernoulli(key, 1.0 - rate, full)
+    keep = _bernoulli(key, 1.0 - rate, tuple(full))
     keep = jnp.pad(keep, [(0, 0)] * (keep.ndim - 1) + [(0, padded - full[-1])])
     for axis, name in split:
       if name:
         keep = jax.lax.dynamic_slice_in_dim(
             keep, jax.lax.axis_index(name) * shape[axis], shape[axis], axis)
     return keep
+
+
+def _bernoulli(key: jax.Array, p: float, shape: tuple[int, ...]) -> jax.Array:
+  """`jax.random.bernoulli`, drawn key by key under `jax.vmap`.
+
+  The 'rbg' keys' bits come from XLA's RngBitGenerator, whose batching rule
+  draws a whole batch of keys from the first key alone: seeds trained side
+  by side under vmap (run/seeds.py) would all drop the units of the first.
+  Drawn one key at a time (a loop of the same draws), each seed drops what
+  its own run drops; without vmap this is the plain draw.
+  """
+  return custom_batching.sequential_vmap(
+      lambda k: jax.random.bernoulli(k, p, shape))(key)
 
 
 def run_towers(

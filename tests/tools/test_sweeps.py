@@ -321,6 +321,28 @@ def fake_runner(tmp_path, slots, text=FOUR_POINTS):
     return seen, {r['folder']: r for r in csv.DictReader(f)}
 
 
+def test_vmap_seeds_trains_a_points_seeds_in_one_command_or_refuses(
+    tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  sweep = spec.load(write(tmp_path / 's.py', FOUR_POINTS))
+  lrn = [p for p in sweep.points if p.group == 'model.lrn=True']
+  argv = sweep.seeds_command(lrn, tmp_path)
+  assert argv[:-2] == [a for a in sweep.command(lrn[0], tmp_path)
+                       if not a.startswith(('--config.seed=', '--workdir='))]
+  assert argv[-2:] == ['--seeds=0,1',
+                       f'--workdir={tmp_path / "model.lrn=True,seed={seed}"}']
+  # main puts each seed where its own point's run would be.
+  template = argv[-1].removeprefix('--workdir=')
+  assert [template.replace('{seed}', str(p.seed)) for p in lrn] == [
+      str(tmp_path / p.name) for p in lrn]
+  runner.check_vmap_seeds(sweep)
+  split = spec.load(write(tmp_path / 't.py', FOUR_POINTS + (
+      "OVERRIDES = {'strategy': 'towers', 'mesh.model': 2}\n")))
+  with pytest.raises(UserError, match=r'the point model.lrn=True has'
+                     r' strategy=towers, mesh.model=2\. Nothing was started'):
+    runner.check_vmap_seeds(split)
+
+
 def test_each_point_sees_only_its_gpu_and_its_share_of_it(tmp_path, monkeypatch):
   monkeypatch.chdir(ROOT)
   slots = placement.plan('gpu', need=1, parallel=0, points_per_device=2,
@@ -502,11 +524,15 @@ def test_the_one_gpu_command_plans_every_sweep_and_refuses_a_machine_without_gpu
 @pytest.mark.slow(seconds=60)
 def test_the_one_gpu_command_at_tiny_size_on_the_cpu_keeps_what_finished(tmp_path):
   out, archive = tmp_path / 'out', tmp_path / 'results.tgz'
-  args = (f'--out={out}', '--tiny', '--only=figure3', '--seeds=0,1')
+  args = (f'--out={out}', '--tiny', '--only=figure3', '--seeds=0,1', '--vmap_seeds')
   proc = one_gpu(*args, f'--bundle={archive}')
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   with (out / 'figure3' / 'results.csv').open() as f:
     assert [r['completed'] for r in csv.DictReader(f)] == ['2', '2']
+  # --vmap_seeds: a point's two seeds in one program, each in its own folder.
+  point = out / 'figure3' / 'model.variant=cifar_two_tower,seed=1'
+  assert json.loads((point / 'summary.json').read_text())['seeds_in_program'] == [0, 1]
+  assert '--seeds=0,1' in (point / sweepdir.LOG_FILE).read_text()
   measure = json.loads((out / 'figure3' / 'figure3.json').read_text())
   two, one = (measure['points'][v] for v in ('cifar_two_tower', 'cifar_one_tower'))
   assert two['real_towers'] and not one['real_towers'] and two['seeds'] == [0, 1]

@@ -42,6 +42,9 @@ OUT_OF_MEMORY = ('RESOURCE_EXHAUSTED', 'Out of memory', 'out of memory',
                  'OOM when allocating', 'MemoryError')
 # What main says when another process trains in the point's workdir.
 WORKDIR_BUSY = 'Another run is using --workdir'
+# What --vmap_seeds trains (run/seeds.py's STRATEGIES, named here so the
+# runner never imports JAX).
+VMAP_STRATEGIES = ('data', 'towers')
 _PR_SET_PDEATHSIG = 1
 
 
@@ -49,9 +52,10 @@ class Runner:
   """Trains points in subprocesses, one per free slot; SIGTERM preempts them all."""
 
   def __init__(self, sweep: spec.Sweep, workdir: Path,
-               slots: list[placement.Slot], command=None):
+               slots: list[placement.Slot], command=None, vmap_seeds=False):
     self.sweep, self.workdir = sweep, workdir
     self.command = command or sweep.command  # (point, workdir) -> argv.
+    self.vmap_seeds = vmap_seeds  # A point's seeds in one process (run/seeds.py).
     self.slots: queue.Queue = queue.Queue()
     for slot in slots:
       self.slots.put(slot)
@@ -77,10 +81,16 @@ class Runner:
       if point not in todo:
         self._say(f'{point.name}: completed before, skipped.')
     self.total = len(todo)
+    jobs = [[p] for p in todo]
+    if self.vmap_seeds:  # The points that differ only in their seed, together.
+      groups = {}
+      for point in todo:
+        groups.setdefault(point.group, []).append(point)
+      jobs = list(groups.values())
     # Threads that start a point live until its process has ended: the
     # parent-death signal is tied to the thread that forked.
-    threads = [threading.Thread(target=self._run_point, args=(p,), daemon=True)
-               for p in todo]
+    threads = [threading.Thread(target=self._run_point, args=(j,), daemon=True)
+               for j in jobs]
     pending = list(threads)
     active: list[threading.Thread] = []
     while pending or active:
@@ -97,54 +107,69 @@ class Runner:
   def _say(self, message):
     print(f'sweep: {message}', flush=True)
 
-  def _run_point(self, point: spec.Point) -> None:
+  def _run_point(self, points: list[spec.Point]) -> None:
     slot = self.slots.get()
     try:
-      self._train(point, slot)
+      self._train(points, slot)
     finally:
       self.slots.put(slot)
 
-  def _train(self, point: spec.Point, slot: placement.Slot) -> None:
-    folder = self.workdir / point.name
-    command = self.command(point, self.workdir)
+  def _train(self, points: list[spec.Point], slot: placement.Slot) -> None:
+    """Trains `points` (one, or a point's seeds with vmap_seeds) in one process."""
+    command = (self.command(points[0], self.workdir) if len(points) == 1
+               else self.sweep.seeds_command(points, self.workdir))
     env = slot.env(dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
     with self.lock:
       if self.stopping:
         return
-      folder.mkdir(parents=True, exist_ok=True)
-      log = (folder / sweepdir.LOG_FILE).open('a')
-      log.write(f'\n# on {slot.describe()}\n$ {shlex.join(command)}\n')
-      log.flush()
+      logs = []
+      for point in points:
+        (self.workdir / point.name).mkdir(parents=True, exist_ok=True)
+        logs.append((self.workdir / point.name / sweepdir.LOG_FILE).open('a'))
+        logs[-1].write(f'\n# on {slot.describe()}\n$ {shlex.join(command)}\n')
+        logs[-1].flush()
       # stderr also goes to the log, through us, to keep its tail for the
-      # table. The child setup only calls prctl and sched_setaffinity (no
-      # locks, no imports), which is safe in a forked child of threads.
+      # table (and stdout with it into every log of several seeds). The
+      # child setup only calls prctl and sched_setaffinity (no locks, no
+      # imports), which is safe in a forked child of threads.
+      merged = len(logs) > 1
       process = subprocess.Popen(
-          command, stdout=log, stderr=subprocess.PIPE, env=env, text=True,
-          errors='replace',
+          command, stdout=subprocess.PIPE if merged else logs[0],
+          stderr=subprocess.STDOUT if merged else subprocess.PIPE, env=env,
+          text=True, errors='replace',
           preexec_fn=_child_setup(os.getpid(), slot.cpus))  # noqa: PLW1509
       self.running.add(process)
-    self._say(f'{point.name}: started on {slot.describe()}.')
+    self._say(f'{", ".join(p.name for p in points)}: started on {slot.describe()}.')
     start = time.time()
     stderr = []
-    for line in process.stderr:
-      log.write(line)
+    for line in process.stdout if merged else process.stderr:
+      for log in logs:
+        log.write(line)
       stderr.append(line)
       del stderr[:-200]
     process.wait()
-    log.close()
+    for log in logs:
+      log.close()
     with self.lock:
       self.running.discard(process)
+    for point in points:
+      self._record(point, slot, process.returncode, time.time() - start, stderr)
+
+  def _record(self, point: spec.Point, slot: placement.Slot, returncode: int,
+              seconds: float, stderr: list[str]) -> None:
+    """The point's run.json, the tables, and a line on the console."""
+    folder = self.workdir / point.name
+    with self.lock:
       self.done += 1
-    seconds = time.time() - start
     record = sweepdir.read_json(folder / sweepdir.RUN_FILE)
     attempts = record.get('attempts', []) + [
-        {'exit_status': process.returncode, 'seconds': round(seconds, 1),
+        {'exit_status': returncode, 'seconds': round(seconds, 1),
          'devices': slot.describe()}]
     text = ''.join(stderr)
-    if process.returncode == 0 and sweepdir.is_completed(folder):
+    if returncode == 0 and sweepdir.is_completed(folder):
       record = {'status': 'completed', 'error': ''}
-    elif (process.returncode in preemption.SAVED_EXIT_CODES
-          or (self.stopping and process.returncode == -signal.SIGTERM)):
+    elif (returncode in preemption.SAVED_EXIT_CODES
+          or (self.stopping and returncode == -signal.SIGTERM)):
       # Stopped by us (before it could save, if it had not yet started).
       record = {'status': 'preempted', 'error': ''}
     elif WORKDIR_BUSY in text:
@@ -213,7 +238,8 @@ def _tail(lines: list[str]) -> str:
 def run_sweep(sweep_file: str, workdir: str, *, parallel: int = 0,
               devices: str = 'auto', points_per_device: int = 1,
               sets=(), seeds=(), stop_after_s: float = 0,
-              print_commands: bool = False, collect_only: bool = False) -> int:
+              print_commands: bool = False, collect_only: bool = False,
+              vmap_seeds: bool = False) -> int:
   """Everything `python -m alexnet_jax.sweep` does; returns its exit status:
   0 every point completed, 1 some point failed, 75 preempted (UserError for
   a bad sweep file, workdir or device request, before any point starts)."""
@@ -226,8 +252,12 @@ def run_sweep(sweep_file: str, workdir: str, *, parallel: int = 0,
     raise UserError(f'--stop_after_s must be 0 (no limit) or more, got'
                     f' {stop_after_s}.')
   slots = []
+  if vmap_seeds and not collect_only:
+    check_vmap_seeds(sweep)
   if not (print_commands or collect_only):
-    slots = place(sweep, devices, parallel, points_per_device)
+    slots = place(sweep, devices, parallel, points_per_device,
+                  seeds_per_process=len({p.seed for p in sweep.points})
+                  if vmap_seeds else 1)
   lock = sweepdir.claim_workdir(sweep, workdir)
   if print_commands:
     lock.release()
@@ -236,7 +266,7 @@ def run_sweep(sweep_file: str, workdir: str, *, parallel: int = 0,
   status = 0
   if not collect_only:
     record_run(workdir, slots)
-    runner = Runner(sweep, workdir, slots)
+    runner = Runner(sweep, workdir, slots, vmap_seeds=vmap_seeds)
     signals = [signal.SIGTERM, signal.SIGINT] + (
         [signal.SIGALRM] if stop_after_s else [])
     previous = {s: signal.signal(s, runner.stop) for s in signals}
@@ -262,10 +292,29 @@ def run_sweep(sweep_file: str, workdir: str, *, parallel: int = 0,
   return status
 
 
+def check_vmap_seeds(sweep: spec.Sweep) -> None:
+  """UserError, before any point starts, where --vmap_seeds cannot train a
+  point's seeds in one program (run/seeds.py says what it takes)."""
+  for point in sweep.points:
+    config = spec.point_config(sweep, point)
+    if (config.strategy not in VMAP_STRATEGIES or config.sharding_rules
+        or config.mesh.model != 1):
+      raise UserError(
+          f'--vmap_seeds trains the seeds of a point in one program, which'
+          f' takes strategy {" or ".join(VMAP_STRATEGIES)} with mesh.model=1 and'
+          f' no sharding_rules; the point {point.group or point.name} has'
+          f' strategy={config.strategy}, mesh.model={config.mesh.model}'
+          f'{", sharding_rules=" + repr(config.sharding_rules) if config.sharding_rules else ""}.'
+          ' Nothing was started. Run without --vmap_seeds, or override those'
+          ' keys (--set strategy=data --set mesh.model=1).')
+
+
 def place(sweep: spec.Sweep, devices: str, parallel: int,
-          points_per_device: int, gpus=None) -> list[placement.Slot]:
+          points_per_device: int, gpus=None,
+          seeds_per_process: int = 1) -> list[placement.Slot]:
   """The slots of this sweep on this machine (placement.plan), checked to
-  fit; UserError before anything starts."""
+  fit (a process of several seeds takes about that many times a point's
+  memory); UserError before anything starts."""
   gpus = placement.find_gpus() if gpus is None else gpus
   configs = [spec.point_config(sweep, p) for p in sweep.points]
   need = max(placement.device_need(c) for c in configs)
@@ -273,8 +322,8 @@ def place(sweep: spec.Sweep, devices: str, parallel: int,
                          points_per_device=points_per_device, gpus=gpus,
                          cpus=sorted(os.sched_getaffinity(0)))
   if slots and slots[0].gpus and points_per_device > 1:
-    placement.check_fits(slots, gpus, _largest_point_bytes(sweep, need),
-                         points_per_device)
+    placement.check_fits(slots, gpus, _largest_point_bytes(sweep, need)
+                         * seeds_per_process, points_per_device)
   return slots
 
 

@@ -94,6 +94,17 @@ class Sweep:
             f'--workdir={Path(workdir) / point.name}']
 
 
+  def seeds_command(self, points: list[Point], workdir: str | Path) -> list[str]:
+    """One `alexnet_jax.main --seeds=...` for points that differ only in
+    their seed (run/seeds.py), each in its own folder as `command` gives it."""
+    first = points[0]
+    template = first.name.removesuffix(f'seed={first.seed}') + 'seed={seed}'
+    return [a for a in self.command(first, workdir)
+            if not a.startswith(('--config.seed=', '--workdir='))] + [
+                f'--seeds={",".join(str(p.seed) for p in points)}',
+                f'--workdir={Path(workdir) / template}']
+
+
 def format_value(value) -> str:
   return value if isinstance(value, str) else repr(value)
 
